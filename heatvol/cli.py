@@ -212,5 +212,200 @@ def check_cmd(path):
     click.echo(f"{path}: OK ({n:,} sequences)")
 
 
+# --------------------------------------------------------------------------- rendering
+
+
+def _size(values) -> tuple[int, int]:
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise click.BadParameter("give one number (square) or two (H W)", param_hint="--size")
+
+
+class _SizeOption(click.Option):
+    """``--size 56`` or ``--size 64 48`` (H W)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("type", int)
+        super().__init__(*args, **kwargs)
+
+    def add_to_parser(self, parser, ctx):
+        super().add_to_parser(parser, ctx)
+        opt = parser._long_opt.get("--size")
+        if opt is None:
+            return
+        original = opt.process
+
+        def process(value, state):
+            values = [value]
+            while state.rargs and state.rargs[0].isdigit() and len(values) < 2:
+                values.append(state.rargs.pop(0))
+            original(" ".join(values), state)
+
+        opt.process = process
+
+    def type_cast_value(self, ctx, value):
+        if value is None:
+            return None
+        parts = str(value).split()
+        try:
+            return _size([int(v) for v in parts])
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a size", param_hint="--size") from None
+
+
+@main.command("render", context_settings=CONTEXT)
+@click.argument("poses", required=False, default="poses.h5", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Volume file to write [default: volumes.h5 beside POSES].")
+@click.option("--limb", is_flag=True, help="Render limb heatmaps (one channel per limb) instead "
+              "of joint heatmaps.")
+@click.option("--size", cls=_SizeOption, default="56", show_default=True,
+              help="Heatmap size: one number (square) or two (H W).")
+@click.option("--clip-len", default=48, show_default=True, help="Frames per clip (uniform sampling).")
+@click.option("--num-clips", default=1, show_default=True, help="Clips per sample (test-mode "
+              "uniform sampling, deterministic).")
+@click.option("--sigma", default=0.6, show_default=True, help="Gaussian std in heatmap pixels.")
+@click.option("--split", default=None, help="Render only this split of the store.")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "uint8"]), default="float32",
+              show_default=True, help="Volume dtype (uint8 = value x 255, rounded).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
+              show_default=True, help="Where to render; cuda without a usable GPU is an error.")
+@click.option("--workers", default=1, show_default=True, help="Rendering processes (each with "
+              "cores/workers Numba threads).")
+@click.option("--overwrite", is_flag=True, help="Start the volume file afresh instead of resuming.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype, device, workers,
+               overwrite, quiet):
+    """Render K x T x H x W heatmap volumes from a pose store (PoseC3D's pseudo-heatmaps).
+
+    Each sequence goes through PoseC3D's test pipeline (uniform sampling of --num-clips clips
+    of --clip-len frames, one subject-centred square box over the clip, resize to --size)
+    and is rendered as joint (K channels) or limb (L channels) Gaussians. The output HDF5 keeps
+    one compressed chunk per sample, with names, labels and these settings. An interrupted run
+    resumes where it stopped; --overwrite starts again.
+
+    \b
+    Examples:
+      heatvol render --limb --size 56                       # poses.h5 -> volumes.h5
+      heatvol render penn.h5 --split test --size 64 --num-clips 10 --out penn_test.h5
+    """
+    from .store import StoreError
+    from .volumes import render_store
+
+    if out is None:
+        out = poses.with_name("volumes.h5")
+    if not poses.exists() and not poses.with_name(poses.name + ".parts").exists():
+        fail(f"{poses}: no such pose store (give its path, or run in a folder holding poses.h5)")
+    if out.resolve() == poses.resolve():
+        fail(f"{out}: the output would overwrite the pose store")
+    try:
+        res = render_store(poses, out, mode="limb" if limb else "joint", size=size,
+                           clip_len=clip_len, num_clips=num_clips, sigma=sigma, split=split,
+                           dtype=dtype, device=device, workers=workers, overwrite=overwrite,
+                           progress=not quiet)
+    except (StoreError, KeyError, ValueError, RuntimeError) as exc:
+        fail(str(exc).strip("'\""))
+    click.echo(f"{out}: rendered {res['rendered']} samples"
+               + (f" ({res['skipped']} already there)" if res["skipped"] else "")
+               + f", {res['total']} in all")
+
+
+@main.command("show", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("name")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Picture to write: .png (a strip of frames) or .gif (an animation).")
+@click.option("--volume", is_flag=True, help="For a pose store: render the volume on the fly "
+              "and show it instead of the skeleton.")
+@click.option("--limb", is_flag=True, help="With --volume: limb heatmaps.")
+@click.option("--size", default=64, show_default=True, help="With --volume: heatmap size.")
+@click.option("--clip-len", default=48, show_default=True, help="With --volume: frames sampled.")
+@click.option("--frames", "num_frames", default=None, type=int,
+              help="Frames to show [default: 16 for .png, all for .gif].")
+@click.option("--width", default=320, show_default=True, help="Width of a skeleton frame (px).")
+@click.option("--video", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Draw the skeletons over this video's frames.")
+def show_cmd(path, name, out, volume, limb, size, clip_len, num_frames, width, video):
+    """Draw one sequence: its skeletons per frame, or its heatmap volume.
+
+    PATH is a pose store (skeletons; limbs coloured by body side: left orange, right blue,
+    trunk green; each person's index at its head) or a volume file (channels in distinct
+    colours, combined by max). NAME is a sequence name.
+
+    \b
+    Examples:
+      heatvol show penn.h5 0001 --out 0001.png
+      heatvol show penn.h5 0001 --volume --limb --out 0001_limbs.gif
+      heatvol show volumes.h5 0001 --out 0001_volume.png
+    """
+    import numpy as np
+
+    from . import visualize as vis
+    from .store import StoreError
+
+    try:
+        obj = _open_any(path)
+    except StoreError as exc:
+        fail(str(exc))
+    gif = out.suffix.lower() == ".gif"
+    if out.suffix.lower() not in (".png", ".gif"):
+        fail(f"{out}: output must end in .png or .gif")
+    with obj:
+        if name not in obj:
+            fail(f"{path}: no sequence named {name!r}")
+        if hasattr(obj, "layout"):  # pose store
+            rec = obj[name]
+            if volume:
+                from .volumes import _sample_volume
+                from .transforms import Compose, Resize, SubjectCrop, UniformSample
+                if obj.dims != 2:
+                    fail(f"{path}: volumes need 2D keypoints; this store is {obj.dims}D")
+                pipe = Compose([UniformSample(clip_len, train=False),
+                                SubjectCrop(padding=0.25, threshold=10, hw_ratio=1.0),
+                                Resize((size, size))])
+                vol = _sample_volume(rec, pipeline=pipe, num_clips=1, clip_len=clip_len,
+                                     render_kwargs=dict(size=size, mode="limb" if limb else "joint",
+                                                        layout=obj.layout))[0]
+                frames = vis.volume_frames(vol)
+                title = f"{name}  {'limb' if limb else 'joint'} volume {list(vol.shape)}"
+            else:
+                if obj.dims != 2:
+                    fail(f"{path}: showing skeletons needs 2D keypoints; this store is {obj.dims}D")
+                background = _read_video(video) if video else None
+                if background is not None and len(background) < rec.num_frames:
+                    fail(f"{video}: has {len(background)} frames, the sequence {rec.num_frames}")
+                frames = vis.draw_skeletons(rec.keypoints, rec.scores, obj.layout, rec.img_shape,
+                                            width=width, background=background)
+                label = obj.classes[rec.label] if 0 <= rec.label < len(obj.classes) else "?"
+                title = f"{name}  {label}  M={rec.num_persons} T={rec.num_frames}"
+        else:
+            vol = obj[name][0]
+            frames = vis.volume_frames(vol)
+            title = f"{name}  {obj.settings.get('mode')} volume {list(vol.shape)}"
+    count = num_frames or (len(frames) if gif else 16)
+    frames = [frames[i] for i in vis.pick_frames(len(frames), count)]
+    vis.save_frames(frames, out, title=None if gif else title)
+    click.echo(f"{out}: {len(frames)} frames")
+
+
+def _read_video(path: Path):
+    import cv2
+    import numpy as np
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    cap.release()
+    if not frames:
+        fail(f"{path}: cannot read any frame")
+    return np.stack(frames)
+
+
 if __name__ == "__main__":
     main()
