@@ -181,7 +181,8 @@ class _Index:
 
 
 def _create_rows(f: h5py.File, name: str, data: np.ndarray) -> None:
-    chunk = (min(_ROWS_PER_CHUNK, max(len(data), 1)),) + data.shape[1:]
+    # A fixed chunk height: datasets grow by appends, and tiny chunks make merged files slow.
+    chunk = (_ROWS_PER_CHUNK,) + data.shape[1:]
     f.create_dataset(name, data=data, maxshape=(None,) + data.shape[1:], chunks=chunk,
                      compression="gzip", compression_opts=4, shuffle=True)
 
@@ -642,6 +643,8 @@ class PoseWriter:
             sc = sc.copy()
             kp[bad] = 0.0
             sc[bad] = 0.0
+        if self._meta["failures"].pop(name, None) is not None:  # it worked this time
+            self._meta_dirty = True
         self._buffer.pop(name, None)  # re-appending within a batch keeps the newest
         self._buffer[name] = (kp, sc, label, tuple(img_shape) if img_shape else (0, 0),
                               float(fps), str(source))
