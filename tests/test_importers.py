@@ -4,7 +4,6 @@ written here for pyskl, NTU RGB+D, Kinetics-skeleton and broken input."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -20,15 +19,7 @@ from hypothesis import strategies as st
 from heatvol import PoseStore, PoseWriter
 from heatvol.importers import FORMATS, ImportFailed, ImportReport, export_pyskl, import_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("HEATVOL_SHARED_DATA", ROOT.parent / "shared" / "data"))
-
-
-def _real(sub: str) -> Path:
-    path = SHARED_DATA / sub
-    if not path.is_dir():
-        pytest.skip(f"real data not found at {path} (../shared/data beside the repository root)")
-    return path
+from conftest import shared_data as _real
 
 
 def _records(store_path) -> dict:
