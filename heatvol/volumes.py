@@ -305,19 +305,24 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
                  size=(56, 56), clip_len: int = 48, num_clips: int = 1, sigma: float = 0.6,
                  split: str | None = None, dtype="float32", device: str = "auto",
                  workers: int = 1, overwrite: bool = False, progress: bool = True,
-                 commit_every: int = 32) -> dict:
+                 commit_every: int = 32, gpu_batch: int = 32) -> dict:
     """Render every sequence (or a split's) of a pose store into a volume file; resumable.
 
     Each sample goes through PoseC3D's test pipeline (deterministic uniform sampling of
     ``num_clips`` x ``clip_len`` frames, subject-centred square crop, resize to ``size``) and the
-    renderer. Every ``commit_every`` samples become durable, so a killed run loses at most that. Returns {"rendered": n, "skipped": already done, "total": n in the selection}.
+    renderer. Every ``commit_every`` samples become durable, so a killed run loses at most that.
+    Compressed writes run on a writer thread behind a bounded queue, overlapping rendering.
+    ``device="cuda"`` (or "auto" with a usable GPU) renders ``gpu_batch`` samples per launch with
+    pinned staging buffers, one stream and asynchronous copies back (docs/gpu.md);
+    ``device="cuda-simulator"`` runs that pipeline under Numba's simulator (tests). Returns {"rendered": n, "skipped": already done, "total": n in the selection}.
     """
     from .render import render_batch
     from .store import PoseStore
     from .transforms import Compose, Resize, SubjectCrop, UniformSample
 
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    backend = {"cpu": "cpu", "cuda": "cuda", "auto": "auto"}[device]
+    backend = {"cpu": "cpu", "cuda": "cuda", "auto": "auto",
+               "cuda-simulator": "cuda-simulator"}[device]
     dtype = np.dtype(dtype).name
     store = PoseStore(poses)
     if store.dims != 2:
@@ -352,24 +357,175 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
     bar = tqdm(total=len(names), initial=skipped, unit="sample", disable=not progress,
                desc="render", dynamic_ncols=True)
     rendered = 0
+    sink = _WriterThread(writer, bar)  # compression + part files off the rendering thread
     try:
-        if workers <= 1:
+        if backend in ("cuda", "cuda-simulator") or (backend == "auto" and _gpu_usable()):
+            _render_on_gpu(store, todo, sink, kwargs, batch_size=gpu_batch,
+                           allow_simulator=backend == "cuda-simulator")
+        elif workers <= 1:
             for name in todo:
                 rec = store[name]
-                writer.append(name, _sample_volume(rec, **kwargs), rec.label)
-                rendered += 1
-                bar.update()
+                sink.put([(name, _sample_volume(rec, **kwargs), rec.label)])
         else:
             import multiprocessing as mp
             threads = max(1, (os.cpu_count() or 1) // workers)
             ctx = mp.get_context("spawn")  # no forked Numba thread pools or HDF5 handles
             with ctx.Pool(workers, _worker_init, (str(poses), threads, kwargs)) as pool:
                 for name, label, vol in pool.imap(_worker_render, todo, chunksize=4):
-                    writer.append(name, vol, label)
-                    rendered += 1
-                    bar.update()
+                    sink.put([(name, vol, label)])
     finally:
-        bar.close()
-        writer.close()  # keeps everything finished, also on Ctrl-C or an error
-        store.close()
+        try:
+            rendered = sink.close()  # drains the queue; re-raises a writer error
+        finally:
+            bar.close()
+            writer.close()  # keeps everything finished, also on Ctrl-C or an error
+            store.close()
     return {"rendered": rendered, "skipped": skipped, "total": len(names)}
+
+
+# --------------------------------------------------------------------------- overlap machinery
+
+class _WriterThread:
+    """Appends rendered samples to a VolumeWriter on its own thread, behind a bounded queue.
+
+    ``put(items)``: items = [(name, volume, label)], or a callable returning such a list (called
+    on the writer thread: used to wait for a GPU batch's copy before reading its buffer).
+    A writer error stops the thread and is re-raised by the next ``put`` or by ``close``."""
+
+    def __init__(self, writer: VolumeWriter, bar=None, depth: int = 4):
+        import queue
+        import threading
+
+        self._queue = queue.Queue(maxsize=depth)
+        self._writer, self._bar = writer, bar
+        self._error: BaseException | None = None
+        self.count = 0
+        self._thread = threading.Thread(target=self._run, name="heatvol-volume-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is not None:
+                continue  # drain without writing after a failure
+            try:
+                for name, vol, label in (job() if callable(job) else job):
+                    self._writer.append(name, vol, label)
+                    self.count += 1
+                    if self._bar is not None:
+                        self._bar.update()
+            except BaseException as exc:  # noqa: BLE001  (re-raised on the main thread)
+                self._error = exc
+
+    def put(self, job) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(job)
+
+    def close(self) -> int:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.count
+
+
+def _gpu_usable() -> bool:
+    from .render import _cuda_usable
+
+    return _cuda_usable()
+
+
+def _pipeline_inputs(record, *, pipeline, num_clips: int, clip_len: int):
+    """One record -> (keypoints [clips, M, T, K, 2], scores [clips, M, T, K]) float32."""
+    from .transforms import Clip
+
+    clip = pipeline(Clip(record.keypoints, record.scores, record.img_shape), None)
+    m, _, k, _ = clip.keypoints.shape
+    kp = clip.keypoints.reshape(m, num_clips, clip_len, k, 2).transpose(1, 0, 2, 3, 4)
+    sc = clip.scores.reshape(m, num_clips, clip_len, k).transpose(1, 0, 2, 3)
+    return kp, sc
+
+
+def _render_on_gpu(store, todo, sink: _WriterThread, kwargs: dict, *, batch_size: int,
+                   allow_simulator: bool) -> None:
+    """Batches of samples: pose pipeline on the CPU, staging into pinned memory, H2D copy,
+    render and D2H copy queued on one stream; the writer thread waits for each batch's event
+    and compresses while the next batches are prepared and rendered.
+
+    Persons are padded to the batch's largest M with score 0 (missing: nothing drawn), which
+    leaves every volume unchanged. Three pinned output buffers rotate: a batch waits for a
+    free one, so at most three batches are in flight."""
+    import queue
+
+    from numba import cuda
+
+    from .kernels import cuda as kernels
+    from .kernels.cpu import kernel_scalars  # noqa: F401  (same scalars as every backend)
+    from .render import _check
+
+    rk = kwargs["render_kwargs"]
+    num_clips, clip_len = kwargs["num_clips"], kwargs["clip_len"]
+    lay = rk["layout"]
+    limbs, height, width, channels, sigma, dtype = _check(
+        (1, 0, clip_len, lay.num_joints, 2), (1, 0, clip_len, lay.num_joints), np.float32,
+        np.float32, batched=True, size=rk["size"], sigma=rk["sigma"], mode=rk["mode"],
+        layout=lay, dtype=rk["dtype"])
+    bits = dtype == np.float16
+    store_dtype = np.uint16 if bits else dtype
+    out_kind = kernels.out_kind_for(dtype)
+    vol_shape = (num_clips, channels, clip_len, height, width)
+    stream = cuda.stream()
+    d_limbs = cuda.to_device(limbs, stream=stream) if limbs is not None else None
+    free = queue.Queue()
+    for _ in range(3):
+        free.put(cuda.pinned_array((batch_size * num_clips,) + vol_shape[1:], store_dtype))
+    staging = [None, None]  # (pinned kp, pinned sc, event) per slot, reused alternately
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        recs = [store[name] for name in chunk]
+        inputs = [_pipeline_inputs(r, pipeline=kwargs["pipeline"], num_clips=num_clips,
+                                   clip_len=clip_len) for r in recs]
+        persons = max(1, max(kp.shape[1] for kp, _ in inputs))
+        n = len(chunk) * num_clips
+        slot = (start // batch_size) % 2
+        held = staging[slot]
+        if held is not None:
+            held[2].synchronize()  # its previous H2D copy is done: the buffer may be rewritten
+        if held is None or held[0].shape[1] < persons or held[0].shape[0] < n:
+            cap = max(persons, held[0].shape[1] if held else 0)
+            held = [cuda.pinned_array((batch_size * num_clips, cap, clip_len, lay.num_joints, 2),
+                                      np.float32),
+                    cuda.pinned_array((batch_size * num_clips, cap, clip_len, lay.num_joints),
+                                      np.float32), None]
+        kp_host, sc_host = held[0][:n, :persons], held[1][:n, :persons]
+        sc_host[...] = 0  # padded persons: missing
+        for i, (kp, sc) in enumerate(inputs):
+            m = kp.shape[1]
+            kp_host[i * num_clips:(i + 1) * num_clips, :m] = kp
+            sc_host[i * num_clips:(i + 1) * num_clips, :m] = sc
+        d_kp = cuda.to_device(np.ascontiguousarray(kp_host), stream=stream)
+        d_sc = cuda.to_device(np.ascontiguousarray(sc_host), stream=stream)
+        held[2] = cuda.event()
+        held[2].record(stream)
+        staging[slot] = held
+        out_host = free.get()  # blocks while three batches are being written
+        d_out = cuda.device_array((n,) + vol_shape[1:], store_dtype, stream=stream)
+        kernels.render_into(d_kp, d_sc, d_limbs, d_out, sigma, bool(rk.get("use_score", True)),
+                            out_kind=out_kind, stream=stream, allow_simulator=allow_simulator)
+        d_out.copy_to_host(out_host[:n], stream=stream)
+        done = cuda.event()
+        done.record(stream)
+
+        def job(out_host=out_host, done=done, chunk=chunk, recs=recs, n=n):
+            done.synchronize()
+            view = out_host[:n].view(np.float16) if bits else out_host[:n]
+            items = [(name, view[i * num_clips:(i + 1) * num_clips].copy(), rec.label)
+                     for i, (name, rec) in enumerate(zip(chunk, recs))]
+            free.put(out_host)
+            return items
+
+        sink.put(job)
