@@ -148,6 +148,15 @@ class VolumeFile:
         self.close()
 
 
+def deflate_chunk(volume: np.ndarray) -> bytes:
+    """One sample's chunk exactly as HDF5's shuffle + deflate filters store it."""
+    volume = np.ascontiguousarray(volume)
+    data = volume.view(np.uint8)
+    if volume.dtype.itemsize > 1:
+        data = data.reshape(-1, volume.dtype.itemsize).T
+    return zlib.compress(data.tobytes(), _DEFLATE_LEVEL)
+
+
 class VolumeWriter:
     """Append rendered samples; resumable and crash-safe.
 
@@ -185,7 +194,7 @@ class VolumeWriter:
         self._next = max([pid for pid, _ in _parts(self.path)] + [self._merged_through()]) + 1
         self._buf_names: list[str] = []
         self._buf_labels: list[int] = []
-        self._buf_vols: list = []  # futures of compressed chunks
+        self._buf_vols: list = []  # compressed chunks, or futures of them
         self._pool: ThreadPoolExecutor | None = None
 
     def _merged_through(self) -> int:
@@ -204,27 +213,25 @@ class VolumeWriter:
                                 chunks=(1,) + self.shape, compression="gzip",
                                 compression_opts=_DEFLATE_LEVEL, shuffle=self.dtype.itemsize > 1)
 
-    def _compress(self, volume: np.ndarray) -> bytes:
-        """The chunk exactly as HDF5's shuffle + deflate filters would store it."""
-        data = np.ascontiguousarray(volume, self.dtype).view(np.uint8)
-        if self.dtype.itemsize > 1:
-            data = data.reshape(-1, self.dtype.itemsize).T
-        return zlib.compress(data.tobytes(), _DEFLATE_LEVEL)
-
-    def append(self, name: str, volume: np.ndarray, label: int) -> None:
-        """volume [clips, C, T, H, W] of the writer's dtype.
+    def append(self, name: str, volume: np.ndarray | bytes, label: int) -> None:
+        """volume [clips, C, T, H, W] of the writer's dtype, or that volume already compressed
+        by :func:`deflate_chunk` (rendering processes compress their own samples).
 
         Compression runs on a small thread pool (zlib releases the GIL), so it overlaps with
         rendering and uses every core; the part file receives the finished chunks as they are.
         """
-        if volume.shape != self.shape:
-            raise ValueError(f"{name}: volume shape {volume.shape} != {self.shape}")
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1),
-                                            thread_name_prefix="heatvol-deflate")
+        if isinstance(volume, bytes):
+            chunk = volume
+        else:
+            if volume.shape != self.shape:
+                raise ValueError(f"{name}: volume shape {volume.shape} != {self.shape}")
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1),
+                                                thread_name_prefix="heatvol-deflate")
+            chunk = self._pool.submit(deflate_chunk, np.array(volume, self.dtype))
         self._buf_names.append(name)
         self._buf_labels.append(int(label))
-        self._buf_vols.append(self._pool.submit(self._compress, np.array(volume, self.dtype)))
+        self._buf_vols.append(chunk)
         if len(self._buf_names) >= self.commit_every:
             self.commit()
 
@@ -238,7 +245,8 @@ class VolumeWriter:
             ds = self._create(f, len(self._buf_names))
             zero = (0,) * len(self.shape)
             for i, chunk in enumerate(self._buf_vols):
-                ds.id.write_direct_chunk((i,) + zero, chunk.result(), 0)
+                chunk = chunk if isinstance(chunk, bytes) else chunk.result()
+                ds.id.write_direct_chunk((i,) + zero, chunk, 0)
             f.create_dataset("names", data=np.array(self._buf_names, dtype=object), dtype=_STR)
             f.create_dataset("labels", data=np.array(self._buf_labels, np.int32))
         _fsync_file(tmp)
@@ -320,7 +328,7 @@ def _worker_render(name: str):
     rec = s["store"][name]
     vol = _sample_volume(rec, pipeline=s["pipeline"], num_clips=s["num_clips"],
                          clip_len=s["clip_len"], render_kwargs=s["render_kwargs"])
-    return name, rec.label, vol
+    return name, rec.label, deflate_chunk(vol)  # compressed here: ~100x less to send back
 
 
 def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str = "joint",
