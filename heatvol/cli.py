@@ -378,7 +378,7 @@ def show_cmd(path, name, out, volume, limb, size, clip_len, num_frames, width, v
                     fail(f"{video}: has {len(background)} frames, the sequence {rec.num_frames}")
                 frames = vis.draw_skeletons(rec.keypoints, rec.scores, obj.layout, rec.img_shape,
                                             width=width, background=background)
-                label = obj.classes[rec.label] if 0 <= rec.label < len(obj.classes) else "?"
+                label = obj.classes[rec.label] if 0 <= rec.label < len(obj.classes) else "(no label)"
                 title = f"{name}  {label}  M={rec.num_persons} T={rec.num_frames}"
         else:
             vol = obj[name][0]
@@ -405,6 +405,106 @@ def _read_video(path: Path):
     if not frames:
         fail(f"{path}: cannot read any frame")
     return np.stack(frames)
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+@main.command("extract", context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, required=True, metavar="VIDEOS_OR_FOLDERS...",
+                type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Pose store to write (HDF5); an existing one is resumed.")
+@click.option("--backend", type=click.Choice(["blazepose", "mmpose"]), default="blazepose",
+              show_default=True, help="blazepose: MediaPipe 0.10.14's models, CPU, offline. "
+              "mmpose: mmdet detector + HRNet (optional extra).")
+@click.option("--layout", type=click.Choice(["coco17", "blazepose33"]), default="coco17",
+              show_default=True, help="Keypoint layout to store (blazepose33: blazepose only).")
+@click.option("--max-persons", default=2, show_default=True,
+              help="People per frame, and tracks kept per video (highest total score).")
+@click.option("--det-score-thr", type=float, default=None,
+              help="Person detector score threshold [default: 0.5].")
+@click.option("--det-interval", type=int, default=None,
+              help="blazepose: run the detector at least every N frames; in between, people "
+              "are followed from their landmarks [default: 4].")
+@click.option("--workers", default=1, show_default=True,
+              help="Videos processed in parallel (processes); results are written by the "
+              "main process.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
+              show_default=True, help="mmpose: where to run (blazepose is CPU only).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="CSV of video,label (label: class name or index). A folder "
+              "of class folders (videos/<class>/*.mp4) labels itself.")
+@click.option("--det-config", default=None, help="mmpose: mmdet config (path or URL) "
+              "[default: mmdet's bundled Faster R-CNN R50-FPN COCO].")
+@click.option("--det-checkpoint", default=None, help="mmpose: detector checkpoint (path or URL).")
+@click.option("--pose-config", default=None, help="mmpose: pose config [default: mmpose's "
+              "bundled HRNet-w32 COCO 256x192].")
+@click.option("--pose-checkpoint", default=None, help="mmpose: pose checkpoint (path or URL).")
+@click.option("--overwrite", is_flag=True, help="Redo videos already in the store.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_interval, workers,
+                device, labels, det_config, det_checkpoint, pose_config, pose_checkpoint,
+                overwrite, quiet):
+    """Extract tracked 2D poses from videos into a pose store.
+
+    Each video becomes one sequence named by its file stem, with T = its decoded frame
+    count, keypoints in full-frame pixels with scores, its image shape and fps. People keep
+    their index across frames; at most --max-persons tracks per video are kept. Videos
+    already in the store are skipped (--overwrite redoes them), so a killed run resumes
+    where it stopped. An unreadable, corrupt or zero-frame video is recorded as a failure
+    (see `heatvol info`) and the run goes on; the exit status is then the number of failed
+    videos (at most 100).
+
+    \b
+    Install the default backend (BlazePose, CPU, no downloads at run time):
+      pip install --no-deps -r requirements-extract.txt
+
+    \b
+    Examples:
+      heatvol extract ../shared/data/videos --out poses.h5
+      heatvol extract videos/ --out poses.h5 --labels labels.csv --workers 2
+      heatvol show poses.h5 S001C001P001R001A001_rgb --out p.png \\
+          --video ../shared/data/videos/S001C001P001R001A001_rgb.avi
+    """
+    from .extract import BackendUnavailable, ExtractError, extract_videos
+    from .store import StoreError
+
+    if max_persons < 1:
+        fail(f"--max-persons must be at least 1, got {max_persons}")
+    if workers < 1:
+        fail(f"--workers must be at least 1, got {workers}")
+    if backend == "blazepose" and device == "cuda":
+        fail("the blazepose backend runs on the CPU only; use --backend mmpose for --device cuda")
+    if backend == "blazepose" and layout != "coco17" and layout != "blazepose33":
+        fail(f"--layout {layout}: blazepose gives coco17 or blazepose33")
+    if backend == "mmpose" and layout != "coco17":
+        fail("--backend mmpose gives coco17 keypoints only")
+
+    def on_failure(name, reason):
+        click.echo(f"heatvol: failed {name}: {reason}", err=True)
+
+    try:
+        report = extract_videos(list(inputs), out, backend=backend, layout=layout,
+                                max_persons=max_persons, det_score_thr=det_score_thr,
+                                det_interval=det_interval, workers=workers, device=device,
+                                labels=labels, overwrite=overwrite, progress=not quiet,
+                                det_config=det_config, det_checkpoint=det_checkpoint,
+                                pose_config=pose_config, pose_checkpoint=pose_checkpoint,
+                                on_failure=on_failure)
+    except BackendUnavailable as exc:
+        fail(" ".join(str(exc).split()))
+    except (ExtractError, StoreError, ValueError, FileNotFoundError) as exc:
+        fail(" ".join(str(exc).split()))
+    except KeyboardInterrupt:
+        fail("interrupted; videos finished so far are in the store (run again to resume)", 130)
+    click.echo(f"{out}: extracted {len(report.extracted)} videos"
+               + (f" ({report.frames:,} frames, {report.fps:.1f} frames/s)"
+                  if report.extracted else "")
+               + (f", {len(report.skipped)} already there" if report.skipped else "")
+               + (f", {len(report.failed)} failed" if report.failed else ""))
+    if report.failed:
+        sys.exit(min(len(report.failed), 100))
 
 
 if __name__ == "__main__":
