@@ -42,6 +42,7 @@ import numpy as np
 
 from ..layouts import BLAZEPOSE33_TO_COCO17, layout as get_layout
 from .base import Backend, BackendUnavailable, FramePoses
+from .tracking import box_iou
 
 __all__ = ["BlazePoseBackend", "model_paths", "INSTALL_HINT"]
 
@@ -168,18 +169,6 @@ class Roi:
         return np.array([self.cx - h, self.cy - h, self.cx + h, self.cy + h], np.float32)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes a [N, 4] and b [M, 4] (x1, y1, x2, y2) -> [N, M]."""
-    a = np.asarray(a, np.float32).reshape(-1, 4)
-    b = np.asarray(b, np.float32).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray,
                  iou_thr: float = 0.3):
     """MediaPipe's WEIGHTED non-maximum suppression: each kept detection is the score-weighted
@@ -191,7 +180,7 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray,
     for i in range(len(scores)):
         if not alive[i]:
             continue
-        ious = _iou(boxes[i:i + 1], boxes)[0]
+        ious = box_iou(boxes[i:i + 1], boxes)[0]
         group = alive & (ious > iou_thr)
         group[i] = True
         w = scores[group][:, None]
