@@ -507,5 +507,213 @@ def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_in
         sys.exit(min(len(report.failed), 100))
 
 
+# --------------------------------------------------------------------------- training
+
+
+def _parse_sets(sets) -> dict:
+    import yaml
+
+    out = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set takes KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+@main.command("train", context_settings=CONTEXT)
+@click.argument("poses", required=False, type=click.Path(path_type=Path))
+@click.option("--preset", default=None, help="Preset name (`heatvol presets`) or a .yaml file "
+              "[default: default]; the options below override its settings.")
+@click.option("--model", type=click.Choice(["slowonly", "c3d", "x3d"]), default=None,
+              help="PoseConv3D backbone.")
+@click.option("--work-dir", type=click.Path(path_type=Path), default=None,
+              help="Checkpoints and logs [default: runs/PRESET].")
+@click.option("--epochs", type=int, default=None, help="Passes over the training split.")
+@click.option("--batch-size", type=int, default=None, help="Samples per step (per process).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (SGD).")
+@click.option("--clip-len", type=int, default=None, help="Frames per sampled clip.")
+@click.option("--size", type=int, default=None, help="Heatmap size (square) for training.")
+@click.option("--limb/--joint", "limb", default=None, help="Limb or joint heatmaps.")
+@click.option("--render", type=click.Choice(["cpu", "gpu", "auto"]), default=None,
+              help="cpu: Numba kernels in the DataLoader workers; gpu: keypoints only in the "
+              "workers, each batch rendered on the GPU inside the step; auto: gpu on a usable "
+              "CUDA GPU, else cpu.")
+@click.option("--max-steps", type=int, default=None, help="Stop after N optimiser steps in all "
+              "(a resumed run counts the steps already taken); a checkpoint is written.")
+@click.option("--seed", type=int, default=None, help="Seed of the data order, augmentation "
+              "and initialisation.")
+@click.option("--resume", is_flag=False, flag_value="auto", default=None, metavar="[CKPT]",
+              help="Continue a run exactly: from CKPT, or (bare --resume) WORK_DIR/last.pt. "
+              "Its saved settings are used; options given here override them.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or auto [default: auto].")
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any other setting (e.g. --set weight_decay=0.0005); repeatable.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, size, limb,
+              render, max_steps, seed, resume, device, workers, sets, quiet):
+    """Train a PoseConv3D model on heatmap volumes rendered on the fly from a pose store.
+
+    Settings come from a preset (`heatvol presets`), then the options given here. With no
+    arguments, in a folder holding poses.h5, the default preset trains on it. Checkpoints
+    (every epoch, best.pt, last.pt also when stopped by --max-steps or Ctrl-C), log.csv,
+    train.log and TensorBoard logs go to --work-dir. Several processes or GPUs: run under
+    torchrun (see docs/training.md).
+
+    \b
+    Examples:
+      heatvol train                                          # poses.h5, default preset
+      heatvol train penn.h5 --preset penn-x3d-cpu --work-dir runs/penn
+      heatvol train penn.h5 --model x3d --size 32 --clip-len 32 --epochs 30 --limb
+      heatvol train --work-dir runs/penn --resume            # continue where it stopped
+      torchrun --standalone --nproc-per-node 2 -m heatvol.cli train penn.h5 --preset tiny
+    """
+    from .engine import ConfigError, TrainConfig, load_checkpoint, train
+    from .presets import DEFAULT, PresetError, load_preset
+
+    given = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+             "clip_len": clip_len, "size": size, "render": render, "max_steps": max_steps,
+             "seed": seed, "device": device, "workers": workers}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if limb is not None:
+        overrides["mode"] = "limb" if limb else "joint"
+    if poses is not None:
+        overrides["poses"] = str(poses)
+    overrides.update(_parse_sets(sets))
+    if quiet:
+        overrides["progress"] = False
+    try:
+        if resume is not None:
+            if resume == "auto":
+                if work_dir is None:
+                    name = preset or DEFAULT
+                    work_dir = Path("runs") / Path(name).stem
+                ckpt_path = work_dir / "last.pt"
+            else:
+                ckpt_path = Path(resume)
+                work_dir = work_dir or ckpt_path.parent
+            settings = dict(load_checkpoint(ckpt_path)["config"])
+            settings.pop("max_steps", None)  # a new stopping point, or none, unless given
+            settings["resume"] = str(ckpt_path)
+        else:
+            settings = load_preset(preset or DEFAULT)
+            settings["resume"] = None
+        settings.update(overrides)
+        if work_dir is not None:
+            settings["work_dir"] = str(work_dir)
+        elif not settings.get("work_dir"):
+            settings["work_dir"] = str(Path("runs") / str(settings.get("preset") or DEFAULT))
+        poses_path = Path(settings.get("poses") or "poses.h5")
+        if not poses_path.exists() and not poses_path.with_name(poses_path.name + ".parts").exists():
+            fail(f"{poses_path}: no such pose store (give its path, or run in a folder holding "
+                 f"poses.h5)")
+        cfg = TrainConfig.from_dict(settings)
+        summary = train(cfg)
+    except (ConfigError, PresetError) as exc:
+        fail(" ".join(str(exc).split()))
+    except RuntimeError as exc:  # e.g. the CUDA renderer: one line
+        fail(" ".join(str(exc).split()))
+    best = summary["best"]
+    click.echo(f"{summary['work_dir']}: {summary['steps']} of {summary['total_steps']} steps "
+               f"({summary['stopped']})"
+               + (f", best val top-1 {best['top1']:.2%} at epoch {best['epoch']}" if best else "")
+               + f"; checkpoint {summary['last']}")
+    if summary["stopped"] == "interrupted":
+        sys.exit(130)
+
+
+@main.command("test", context_settings=CONTEXT)
+@click.argument("poses", required=False, default="poses.h5", type=click.Path(path_type=Path))
+@click.option("--checkpoint", "-c", required=True, type=click.Path(path_type=Path),
+              help="A checkpoint of `heatvol train` (best.pt, last.pt, epoch_NNN.pt).")
+@click.option("--split", default=None, help="Split to evaluate [default: the run's validation "
+              "split, else test].")
+@click.option("--num-clips", default=10, show_default=True, help="Clips per sequence "
+              "(deterministic uniform sampling); softmax averaged.")
+@click.option("--flip", is_flag=True, help="Also average over the horizontally flipped volumes.")
+@click.option("--batch-size", default=4, show_default=True, help="Sequences per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--render", type=click.Choice(["cpu", "gpu", "auto"]), default="auto",
+              show_default=True, help="Where to render the test volumes.")
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--confusion", type=click.Path(path_type=Path), default=None,
+              help="Confusion-matrix PNG [default: beside the checkpoint].")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, render, workers,
+             confusion, as_json, quiet):
+    """Evaluate a checkpoint: top-1, top-5, mean-class and per-class accuracy.
+
+    PoseC3D's protocol: --num-clips clips per sequence, subject-centred crop, test size;
+    with --flip also the mirrored volumes; softmax averaged over clips and flips. Writes a
+    confusion-matrix PNG.
+
+    \b
+    Examples:
+      heatvol test penn.h5 --checkpoint runs/penn/best.pt --split test --num-clips 10 --flip
+      heatvol test penn.h5 -c runs/penn/last.pt --num-clips 1 --json
+    """
+    from .engine import ConfigError
+    from .evaluate import evaluate_checkpoint
+
+    if not poses.exists() and not poses.with_name(poses.name + ".parts").exists():
+        fail(f"{poses}: no such pose store")
+    try:
+        res = evaluate_checkpoint(poses, checkpoint, split=split, num_clips=num_clips, flip=flip,
+                                  batch_size=batch_size, device=device, render=render,
+                                  workers=workers, confusion_png=confusion,
+                                  progress=not quiet and not as_json)
+    except (ConfigError, ValueError, RuntimeError) as exc:
+        fail(" ".join(str(exc).split()))
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    click.echo(f"{res['checkpoint']} on {res['poses']} ({res['split'] or 'all'}, "
+               f"{res['num_samples']} sequences, {res['num_clips']} clip(s)"
+               f"{' + flip' if res['flip'] else ''}):")
+    click.echo(f"  top-1 {res['top1']:.2%}   top-5 {res['top5']:.2%}   mean-class "
+               f"{res['mean_class']:.2%}")
+    width = max((len(c) for c in res["per_class"]), default=5)
+    for name, acc in res["per_class"].items():
+        click.echo(f"  {name:<{width}}  " + ("-" if acc is None else f"{acc:.2%}"))
+    click.echo(f"  confusion matrix: {res['confusion_png']}")
+
+
+@main.command("presets", context_settings=CONTEXT)
+@click.argument("name", required=False)
+def presets_cmd(name):
+    """List the training presets, or show one's settings.
+
+    Presets are YAML files bundled in heatvol/presets/; directories in HEATVOL_PRESET_PATH
+    are searched first (they may add presets or replace bundled ones).
+
+    \b
+    Examples:
+      heatvol presets
+      heatvol presets penn-x3d-cpu
+    """
+    import yaml
+
+    from .presets import DEFAULT, PresetError, list_presets, load_preset, preset_path
+
+    if name:
+        try:
+            settings = load_preset(name)
+            path = preset_path(name)
+        except PresetError as exc:
+            fail(" ".join(str(exc).split()))
+        click.echo(f"# {path}")
+        click.echo(yaml.safe_dump(settings, sort_keys=False).rstrip())
+        return
+    presets = list_presets()
+    width = max((len(n) for n in presets), default=4)
+    for preset, description in presets.items():
+        mark = "*" if preset == DEFAULT else " "
+        click.echo(f"{mark} {preset:<{width}}  {description}")
+    click.echo("(* = used by a plain `heatvol train`; `heatvol presets NAME` shows one)")
+
+
 if __name__ == "__main__":
     main()

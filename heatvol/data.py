@@ -1,0 +1,281 @@
+"""Training and test data from a pose store: keypoint pipeline, then volumes rendered on the fly.
+
+Two interchangeable places to render (``render=``):
+
+- ``"cpu"``: :class:`PoseDataset` renders each sample's volume with the Numba kernels inside
+  the DataLoader worker; a batch is ``{"volume": [B, C, T, H, W], "label": [B]}``.
+- ``"gpu"``: the workers only sample and transform keypoints; a batch is
+  ``{"keypoints": [B, M, T, K, 2], "scores": [B, M, T, K], "label": [B]}`` and the training
+  step renders it on the device with a :class:`StepRenderer` (``backend="cuda"`` on CUDA
+  tensors, straight into the input tensor; any other backend is a host stand-in, used by the
+  tests on machines without a GPU).
+
+For the same seed both give the same model input: the keypoints are identical and padding
+persons with score 0 draws nothing (:func:`model_input` turns either batch into the input).
+
+Randomness: sample ``index`` of epoch ``epoch`` draws every random choice (frames, crop,
+flip) from its own ``numpy.random.Generator`` seeded by ``(seed, epoch, index)``
+(:func:`sample_rng`), so results do not depend on the number of workers, on their
+scheduling, or on where a run was resumed. :class:`ResumableSampler` yields ``(epoch, index)``
+pairs from a per-epoch permutation, also seeded by ``(seed, epoch)``, and starts at a saved
+position; with ``world_size > 1`` each rank takes every ``world_size``-th sample of the
+(padded) permutation, like ``torch.utils.data.DistributedSampler``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .layouts import Layout, layout as get_layout
+from .transforms import Clip, Compose, test_pipeline, train_pipeline
+
+__all__ = ["sample_rng", "PoseDataset", "ResumableSampler", "StepRenderer", "model_input",
+           "RENDER_PLACES", "MODES"]
+
+RENDER_PLACES = ("cpu", "gpu")
+MODES = ("joint", "limb")
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index`` in ``epoch``: independent of workers and resumes."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 0, int(epoch), int(index)]))
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the ``n`` samples in ``epoch`` (int64 [n])."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1, int(epoch)]))
+    return rng.permutation(n).astype(np.int64)
+
+
+def _fixed_persons(keypoints: np.ndarray, scores: np.ndarray, max_persons: int):
+    """[M, T, K, 2], [M, T, K] -> exactly ``max_persons`` persons: the ones with the highest
+    summed score (in their stored order), padded with zero-score persons (which draw nothing)."""
+    m = keypoints.shape[0]
+    if m > max_persons:
+        total = scores.reshape(m, -1).sum(axis=1)
+        keep = np.sort(np.argsort(-total, kind="stable")[:max_persons])
+        keypoints, scores = keypoints[keep], scores[keep]
+    elif m < max_persons:
+        pad = max_persons - m
+        keypoints = np.concatenate([keypoints, np.zeros((pad,) + keypoints.shape[1:],
+                                                        keypoints.dtype)])
+        scores = np.concatenate([scores, np.zeros((pad,) + scores.shape[1:], scores.dtype)])
+    return np.ascontiguousarray(keypoints, np.float32), np.ascontiguousarray(scores, np.float32)
+
+
+def _img_shape(record) -> tuple[int, int]:
+    if record.img_shape is not None:
+        return record.img_shape
+    kp = record.keypoints[record.scores > 0]
+    if kp.size == 0:
+        return (1, 1)
+    return int(np.ceil(kp[:, 1].max())) + 1, int(np.ceil(kp[:, 0].max())) + 1
+
+
+class PoseDataset:
+    """Samples of a pose store for training (random pipeline) or testing (deterministic).
+
+    Args:
+        store: an open :class:`heatvol.PoseStore` (``in_memory=True`` recommended).
+        names: the sequences (e.g. ``store.split("train")``).
+        train: PoseC3D's train pipeline (uniform sampling, subject crop, random resized crop,
+            flip) or its test pipeline (``num_clips`` clips, subject crop, resize).
+        clip_len, size: frames per clip, square heatmap size.
+        mode: ``"joint"`` or ``"limb"`` heatmaps. render: ``"cpu"`` or ``"gpu"`` (see module).
+        max_persons: persons per sample after selection/padding (fixed so batches stack).
+        seed: the run's seed (train mode).
+
+    Items are fetched with an ``(epoch, index)`` pair (what :class:`ResumableSampler` yields)
+    or a plain index (epoch 0). Train items: ``volume`` float32 [C, T, H, W] (cpu) or
+    ``keypoints`` [M, T, K, 2] + ``scores`` [M, T, K] (gpu), and ``label``. Test items have a
+    leading clips axis: [clips, C, T, H, W] or [clips, M, T, K, 2].
+    """
+
+    def __init__(self, store, names: Sequence[str], *, train: bool, clip_len: int, size: int,
+                 mode: str = "joint", render: str = "cpu", num_clips: int = 1,
+                 max_persons: int = 2, sigma: float = 0.6, seed: int = 0,
+                 area_range=(0.56, 1.0)):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if render not in RENDER_PLACES:
+            raise ValueError(f"render must be one of {RENDER_PLACES}, got {render!r}")
+        if store.dims != 2:
+            raise ValueError(f"{store.path}: heatmap volumes need 2D keypoints; this store is "
+                             f"{store.dims}D")
+        if train and num_clips != 1:
+            raise ValueError("training samples one clip per sequence (num_clips=1)")
+        self.store, self.names = store, list(names)
+        self.layout: Layout = get_layout(store.layout)
+        self.train, self.clip_len, self.size, self.mode = train, int(clip_len), int(size), mode
+        self.render, self.num_clips, self.max_persons = render, int(num_clips), int(max_persons)
+        self.sigma, self.seed = float(sigma), int(seed)
+        self.pipeline: Compose = (train_pipeline(self.clip_len, self.size, self.layout,
+                                                 area_range=tuple(area_range))
+                                  if train else test_pipeline(self.clip_len, self.num_clips,
+                                                              self.size))
+        self.labels = np.array([store[n].label for n in self.names], np.int64)
+
+    def __getstate__(self):
+        # Worker processes started by spawn/forkserver reopen the store by its path.
+        state = dict(self.__dict__)
+        state["store"] = str(self.store.path)
+        return state
+
+    def __setstate__(self, state):
+        from .store import PoseStore
+
+        self.__dict__.update(state)
+        if isinstance(self.store, str):
+            self.store = PoseStore(self.store, in_memory=True)
+
+    @property
+    def channels(self) -> int:
+        return self.layout.num_joints if self.mode == "joint" else self.layout.num_limbs
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def keypoints(self, epoch: int, index: int):
+        """The transformed keypoints of one item: ([clips, M, T, K, 2], [clips, M, T, K])."""
+        rec = self.store[self.names[index]]
+        kp, sc = rec.keypoints[..., :2], rec.scores
+        if kp.shape[0] == 0 or kp.shape[1] == 0:  # nothing detected: an all-missing person
+            t = max(kp.shape[1], 1)
+            kp = np.zeros((1, t, self.layout.num_joints, 2), np.float32)
+            sc = np.zeros((1, t, self.layout.num_joints), np.float32)
+        rng = sample_rng(self.seed, epoch, index) if self.train else None
+        clip = self.pipeline(Clip(kp, sc, _img_shape(rec)), rng)
+        kp, sc = _fixed_persons(clip.keypoints, clip.scores, self.max_persons)
+        m, _, k, _ = kp.shape
+        c = self.num_clips
+        kp = kp.reshape(m, c, self.clip_len, k, 2).transpose(1, 0, 2, 3, 4)
+        sc = sc.reshape(m, c, self.clip_len, k).transpose(1, 0, 2, 3)
+        return np.ascontiguousarray(kp), np.ascontiguousarray(sc)
+
+    def __getitem__(self, item):
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        index = int(index)
+        kp, sc = self.keypoints(int(epoch), index)
+        label = int(self.store[self.names[index]].label)
+        if self.render == "gpu":
+            out = {"keypoints": kp, "scores": sc}
+        else:
+            from .render import render_batch
+
+            out = {"volume": render_batch(kp, sc, size=self.size, sigma=self.sigma,
+                                          mode=self.mode, layout=self.layout, backend="cpu")}
+        if self.train:  # drop the clips axis
+            out = {k: v[0] for k, v in out.items()}
+        out["label"] = label
+        out["index"] = index
+        return out
+
+
+class ResumableSampler:
+    """Yields ``(epoch, index)`` pairs of one epoch, starting at a saved position.
+
+    The order is :func:`epoch_permutation` (``shuffle=True``) or 0..n-1, padded by wrapping
+    to a multiple of ``world_size``; rank ``r`` takes positions ``r, r + world, ...``.
+    ``position`` counts this rank's samples already consumed in ``epoch``; the training loop
+    advances it after each optimiser step (:meth:`advance`) so a checkpoint stores exactly
+    where the data stream stands, whatever the DataLoader has prefetched.
+    """
+
+    def __init__(self, num_samples: int, *, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} not in [0, {world_size})")
+        self.n, self.seed, self.shuffle = int(num_samples), int(seed), shuffle
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch, self.position = 0, 0
+
+    @property
+    def per_rank(self) -> int:
+        return math.ceil(self.n / self.world_size) if self.n else 0
+
+    def indices(self, epoch: int) -> np.ndarray:
+        order = epoch_permutation(self.n, self.seed, epoch) if self.shuffle \
+            else np.arange(self.n, dtype=np.int64)
+        total = self.per_rank * self.world_size
+        if total > self.n:
+            order = np.concatenate([order, order[:total - self.n]])
+        return order[self.rank:total:self.world_size]
+
+    def set_epoch(self, epoch: int, position: int = 0) -> None:
+        self.epoch, self.position = int(epoch), int(position)
+
+    def advance(self, count: int) -> None:
+        self.position += int(count)
+
+    def __iter__(self):
+        epoch = self.epoch
+        for index in self.indices(epoch)[self.position:].tolist():
+            yield epoch, index
+
+    def __len__(self) -> int:
+        return max(self.per_rank - self.position, 0)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "n": self.n, "seed": self.seed,
+                "shuffle": self.shuffle, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("n", "seed", "shuffle", "world_size"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(f"sampler state was saved with {key}={state[key]!r}, this run "
+                                 f"has {getattr(self, key)!r}: resume with the same data, seed "
+                                 f"and number of processes")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+class StepRenderer:
+    """Renders a batch of keypoints inside the training/test step (``render="gpu"``).
+
+    ``backend="cuda"`` (the real thing): keypoints and scores are moved to the CUDA
+    ``device`` and :func:`heatvol.render_batch` writes the volumes straight into a CUDA tensor
+    (no heatmap touches host memory). Any other backend (``"cpu"``, ``"reference"``) renders
+    on the host and moves the result to ``device``: a stand-in that lets the same code path
+    run and be tested without a GPU.
+    """
+
+    def __init__(self, *, size: int, mode: str, layout, sigma: float = 0.6,
+                 backend: str = "cuda"):
+        self.size, self.mode, self.layout, self.sigma = int(size), mode, get_layout(layout), sigma
+        self.backend = backend
+
+    def __call__(self, keypoints, scores, device):
+        """keypoints [..., M, T, K, 2] torch tensor -> volumes [..., C, T, H, W] on ``device``."""
+        import torch
+
+        from .render import render_batch
+
+        lead = tuple(keypoints.shape[:-4])
+        kp = keypoints.reshape((-1,) + tuple(keypoints.shape[-4:]))
+        sc = scores.reshape((-1,) + tuple(scores.shape[-3:]))
+        if self.backend == "cuda":
+            device = torch.device(device)
+            if device.type != "cuda":
+                raise RuntimeError(f"--render gpu renders on a CUDA device inside the step; the "
+                                   f"device is {device} (use --render cpu)")
+            kp = kp.to(device, non_blocking=True)
+            sc = sc.to(device, non_blocking=True)
+            vol = render_batch(kp, sc, size=self.size, sigma=self.sigma, mode=self.mode,
+                               layout=self.layout, backend="cuda")
+        else:
+            vol = torch.from_numpy(render_batch(kp.numpy(), sc.numpy(), size=self.size,
+                                                sigma=self.sigma, mode=self.mode,
+                                                layout=self.layout, backend=self.backend))
+            vol = vol.to(device, non_blocking=True)
+        return vol.reshape(lead + tuple(vol.shape[1:]))
+
+
+def model_input(batch: dict, device, renderer: StepRenderer | None = None):
+    """The volume tensor for the model from either kind of batch, on ``device``."""
+    if "volume" in batch:
+        return batch["volume"].to(device, non_blocking=True)
+    if renderer is None:
+        raise ValueError("a keypoint batch (render='gpu') needs a StepRenderer")
+    return renderer(batch["keypoints"], batch["scores"], device)

@@ -1,0 +1,307 @@
+"""Training, resuming, evaluation, presets and DDP on tiny synthetic pose stores (CPU).
+
+Sizes are tiny (16x16 heatmaps, 8 frames, X3D-shallow) so the file runs in about a minute.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import heatvol
+from heatvol.cli import main
+from heatvol.data import PoseDataset, ResumableSampler, StepRenderer, model_input, sample_rng
+from heatvol.engine import TrainConfig, load_checkpoint, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_store(path, n_train=12, n_test=6, classes=3, seed=0, persons=1):
+    """Sequences whose joints oscillate along x or y at a class-dependent frequency."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(20, 44, size=(17, 2)).astype(np.float32)
+    splits = {"train": [], "test": []}
+    with heatvol.PoseWriter(path, layout="coco17", classes=[f"c{i}" for i in range(classes)],
+                            mode="w") as w:
+        for split, n in (("train", n_train), ("test", n_test)):
+            for i in range(n):
+                label = i % classes
+                t = int(rng.integers(6, 20))
+                phase = np.linspace(0, 2 * np.pi, t, dtype=np.float32)
+                d = np.zeros((persons, t, 1, 2), np.float32)
+                d[..., 0, label % 2] = 8 * np.sin(phase * (1 + label // 2))
+                kp = base + d + rng.normal(0, 0.5, (persons, t, 17, 2)).astype(np.float32)
+                sc = rng.uniform(0.5, 1.0, (persons, t, 17)).astype(np.float32)
+                name = f"{split}{i:03d}"
+                w.append(name, kp, sc, label=label, img_shape=(64, 64))
+                splits[split].append(name)
+        w.set_splits(splits)
+    return Path(path)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("poses") / "poses.h5")
+
+
+def tiny(store, work_dir, **kw):
+    settings = dict(poses=str(store), work_dir=str(work_dir), model="x3d", clip_len=8, size=16,
+                    model_kwargs={"base_channels": 8, "stage_blocks": [1, 1, 1]},
+                    batch_size=4, lr=0.05, epochs=2, render="cpu", workers=0, device="cpu",
+                    progress=False, warmup_epochs=0.5, val_every=1, seed=3)
+    settings.update(kw)
+    return TrainConfig(**settings)
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_sample_rng_and_sampler_are_reproducible():
+    a = sample_rng(1, 2, 3).random(4)
+    assert np.array_equal(a, sample_rng(1, 2, 3).random(4))
+    assert not np.array_equal(a, sample_rng(1, 3, 3).random(4))
+    s = ResumableSampler(10, seed=5)
+    s.set_epoch(1)
+    full = list(s)
+    assert sorted(i for _, i in full) == list(range(10)) and {e for e, _ in full} == {1}
+    s.set_epoch(1, position=4)
+    assert list(s) == full[4:]
+    # two ranks: disjoint shares of the padded permutation, covering everything
+    r0, r1 = (ResumableSampler(9, seed=5, rank=r, world_size=2) for r in (0, 1))
+    for r in (r0, r1):
+        r.set_epoch(2)
+    got = [i for _, i in r0] + [i for _, i in r1]
+    assert len(got) == 10 and set(got) == set(range(9))
+
+
+def test_cpu_and_gpu_render_paths_give_the_same_input(store):
+    """render="gpu": workers return keypoints, the step renders them (backend "cpu" stands in
+    for "cuda" here); the model input equals render="cpu"'s, for any number of workers."""
+    from torch.utils.data import DataLoader
+
+    s = heatvol.PoseStore(store, in_memory=True)
+    names = s.split("train")
+    inputs = {}
+    for place, workers in (("cpu", 0), ("gpu", 0), ("gpu", 2)):
+        ds = PoseDataset(s, names, train=True, clip_len=8, size=16, render=place, seed=7)
+        sampler = ResumableSampler(len(ds), seed=7)
+        sampler.set_epoch(3)
+        loader = DataLoader(ds, batch_size=5, sampler=sampler, num_workers=workers)
+        renderer = StepRenderer(size=16, mode="joint", layout=s.layout, backend="cpu")
+        inputs[place, workers] = torch.cat([model_input(b, "cpu", renderer) for b in loader])
+    ref = inputs["cpu", 0]
+    assert ref.shape == (12, 17, 8, 16, 16) and ref.abs().sum() > 0
+    torch.testing.assert_close(inputs["gpu", 0], ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(inputs["gpu", 2], ref, rtol=0, atol=1e-6)
+
+
+def test_gpu_render_in_the_training_step_trains_like_cpu(store, tmp_path):
+    a = train(tiny(store, tmp_path / "cpu", epochs=1))
+    b = train(tiny(store, tmp_path / "gpu", epochs=1, render="gpu", render_backend="cpu"))
+    assert a["render"] == "cpu" and b["render"] == "gpu"
+    assert_same_state(weights(tmp_path / "cpu" / "last.pt"), weights(tmp_path / "gpu" / "last.pt"))
+
+
+def test_render_gpu_without_a_gpu_is_one_line(store, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    res = CliRunner().invoke(main, ["train", str(store), "--preset", "tiny", "--render", "gpu",
+                                    "--work-dir", str(tmp_path / "w")])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("heatvol: error: --render gpu"), res.output
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_max_steps_then_resume_equals_an_uninterrupted_run(store, tmp_path):
+    full = train(tiny(store, tmp_path / "full"))
+    assert full["steps"] == 6 and full["stopped"] == "end"
+    part = train(tiny(store, tmp_path / "part", max_steps=4))  # stops mid-epoch 2
+    assert part["stopped"] == "max_steps" and part["steps"] == 4
+    ck = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert ck["step"] == 4 and ck["sampler"] == {**ck["sampler"], "epoch": 1, "position": 4}
+    done = train(tiny(store, tmp_path / "part", resume="auto"))
+    assert done["steps"] == 6 and done["stopped"] == "end"
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("full", "part"))
+    assert_same_state(a["model"], b["model"])
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert a["best"] == b["best"]
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(store, tmp_path):
+    """`heatvol train` killed with SIGKILL after its first epoch checkpoint, then
+    `heatvol train --resume`: the final weights equal an uninterrupted run's."""
+    epochs = 3
+    train(tiny(store, tmp_path / "full", epochs=epochs))
+    work = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "heatvol.cli", "train", str(store), "--preset", "tiny",
+           "--work-dir", str(work), "--model", "x3d", "--clip-len", "8", "--size", "16",
+           "--batch-size", "4", "--lr", "0.05", "--epochs", str(epochs), "--render", "cpu",
+           "--workers", "1", "--device", "cpu", "--seed", "3", "--set", "warmup_epochs=0.5",
+           "--quiet"]  # one worker here, none in the uninterrupted run: same data
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (work / "last.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended early"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(work / "last.pt")["step"]
+    assert killed_at < 3 * epochs, "the run finished before it was killed"
+    res = subprocess.run(cmd[:4] + ["--work-dir", str(work), "--resume", "--quiet"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"{3 * epochs} of {3 * epochs} steps (end)" in res.stdout
+    assert "resumed from" in (work / "train.log").read_text()
+    assert_same_state(weights(tmp_path / "full" / "last.pt"), weights(work / "last.pt"))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_heatvol_test_json(store, tmp_path):
+    train(tiny(store, tmp_path / "run", epochs=1))
+    ckpt = tmp_path / "run" / "best.pt"
+    assert ckpt.exists()
+    png = tmp_path / "cm.png"
+    res = CliRunner().invoke(main, ["test", str(store), "--checkpoint", str(ckpt), "--split",
+                                    "test", "--num-clips", "2", "--flip", "--json",
+                                    "--confusion", str(png)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    for key in ("top1", "top5", "mean_class", "per_class", "confusion", "confusion_png",
+                "num_samples", "split", "num_clips", "flip", "checkpoint", "classes"):
+        assert key in out, key
+    assert out["num_samples"] == 6 and out["split"] == "test" and out["num_clips"] == 2
+    assert out["flip"] is True and set(out["per_class"]) == {"c0", "c1", "c2"}
+    assert 0 <= out["top1"] <= out["top5"] <= 1 and out["top5"] == 1.0  # 3 classes
+    assert np.array(out["confusion"]).sum() == 6
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    human = CliRunner().invoke(main, ["test", str(store), "-c", str(ckpt), "--num-clips", "1"])
+    assert human.exit_code == 0 and "top-1" in human.output and "c2" in human.output
+
+
+def test_metrics():
+    from heatvol.evaluate import compute_metrics
+
+    probs = np.array([[0.9, 0.1, 0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
+    m = compute_metrics(probs, np.array([0, 1, 1, 2]), ["a", "b", "c"])
+    assert m["top1"] == 0.75 and m["per_class"] == {"a": 1.0, "b": 0.5, "c": 1.0}
+    assert m["mean_class"] == pytest.approx(2.5 / 3) and m["confusion"][1] == [1, 1, 0]
+
+
+# --------------------------------------------------------------------------- CLI, presets
+
+
+def test_presets_listed_and_shown():
+    res = CliRunner().invoke(main, ["presets"])
+    assert res.exit_code == 0
+    for name in ("default", "tiny", "slowonly-joint", "penn-x3d-cpu"):
+        assert name in res.output
+    res = CliRunner().invoke(main, ["presets", "default"])
+    assert res.exit_code == 0 and "model: slowonly" in res.output
+    res = CliRunner().invoke(main, ["presets", "nope"])
+    assert res.exit_code == 1 and res.output.startswith("heatvol: error: no preset named 'nope'")
+
+
+def test_plain_heatvol_train_in_a_folder_with_poses_h5(store, tmp_path, monkeypatch):
+    """No arguments: poses.h5 of the current folder, the default preset (here replaced by a
+    tiny one through HEATVOL_PRESET_PATH), work dir runs/default."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "default.yaml").write_text("extends: tiny\nepochs: 1\nbatch_size: 4\n")
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "poses.h5").write_bytes(store.read_bytes())
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("HEATVOL_PRESET_PATH", str(presets))
+    res = CliRunner().invoke(main, ["train"])
+    assert res.exit_code == 0, res.output
+    assert (folder / "runs" / "default" / "last.pt").exists()
+    ck = load_checkpoint(folder / "runs" / "default" / "last.pt")
+    assert ck["config"]["preset"] == "default" and ck["step"] == 3
+
+
+def test_bundled_default_preset_runs_with_small_overrides(store, tmp_path, monkeypatch):
+    """The real default preset (SlowOnly-R50) with only sizes shrunk and --max-steps 1."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "poses.h5").write_bytes(store.read_bytes())
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("HEATVOL_PRESET_PATH", raising=False)
+    res = CliRunner().invoke(main, ["train", "--max-steps", "1", "--batch-size", "2", "--size",
+                                    "16", "--clip-len", "8", "--quiet"])
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(folder / "runs" / "default" / "last.pt")
+    assert ck["config"]["model"] == "slowonly" and ck["step"] == 1
+
+
+def test_train_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in (["train"], ["train", "--preset", "nope"], ["train", "--work-dir", "w",
+                                                             "--resume"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1, (args, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("heatvol: error: "), res.output
+
+
+# --------------------------------------------------------------------------- DDP
+
+
+def test_ddp_two_gloo_processes(store, tmp_path):
+    work = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "heatvol.cli", "train", str(store), "--preset", "tiny", "--work-dir",
+           str(work), "--size", "16", "--clip-len", "8", "--batch-size", "2", "--epochs", "2",
+           "--max-steps", "4", "--device", "cpu", "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env,
+                         cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    ck = load_checkpoint(work / "last.pt")
+    assert ck["world_size"] == 2 and ck["step"] == 4 and len(ck["rng"]) == 2
+    assert ck["sampler"]["epoch"] == 1 and ck["sampler"]["position"] == 2
+    assert (work / "epoch_001.pt").exists()  # 12 samples / (2 ranks x 2) = 3 steps per epoch
+    log = (work / "train.log").read_text()
+    assert log.count("heatvol train:") == 1 and "2 process(es)" in log  # rank 0 only
+    rows = (work / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("kind,step") and sum(r.startswith("train,3,") for r in rows) == 1
+
+
+def test_warmup_cosine_schedule():
+    from heatvol.engine import WarmupCosine
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = WarmupCosine(opt, lr=1.0, total_steps=10, warmup_steps=2, warmup_start=0.1)
+    lrs = []
+    for _ in range(10):
+        lrs.append(s.apply())
+        s.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[1] == pytest.approx(0.55)
+    assert lrs[2] == pytest.approx(1.0) and lrs[-1] < 0.05
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+    t = WarmupCosine(opt, lr=1.0, total_steps=10, warmup_steps=2)
+    t.load_state_dict(s.state_dict())
+    assert t.apply() == s.apply()
