@@ -340,7 +340,6 @@ def show_cmd(path, name, out, volume, limb, size, clip_len, num_frames, width, v
       heatvol show penn.h5 0001 --volume --limb --out 0001_limbs.gif
       heatvol show volumes.h5 0001 --out 0001_volume.png
     """
-    import numpy as np
 
     from . import visualize as vis
     from .store import StoreError
@@ -359,12 +358,10 @@ def show_cmd(path, name, out, volume, limb, size, clip_len, num_frames, width, v
             rec = obj[name]
             if volume:
                 from .volumes import _sample_volume
-                from .transforms import Compose, Resize, SubjectCrop, UniformSample
+                from .transforms import test_pipeline
                 if obj.dims != 2:
                     fail(f"{path}: volumes need 2D keypoints; this store is {obj.dims}D")
-                pipe = Compose([UniformSample(clip_len, train=False),
-                                SubjectCrop(padding=0.25, threshold=10, hw_ratio=1.0),
-                                Resize((size, size))])
+                pipe = test_pipeline(clip_len, 1, size)
                 vol = _sample_volume(rec, pipeline=pipe, num_clips=1, clip_len=clip_len,
                                      render_kwargs=dict(size=size, mode="limb" if limb else "joint",
                                                         layout=obj.layout))[0]

@@ -619,11 +619,12 @@ def train_pipeline(clip_len: int = 48, size: int = 56, layout: str | Layout = "c
     ])
 
 
-def test_pipeline(clip_len: int = 48, num_clips: int = 1, size: int = 64) -> Compose:
+def test_pipeline(clip_len: int = 48, num_clips: int = 1,
+                  size: int | tuple[int, int] = 64) -> Compose:
     """PoseC3D's test pipeline (pyskl configs), up to the renderer; deterministic.
 
     UniformSample(clip_len, num_clips, test mode) -> SubjectCrop(hw_ratio 1)
-    -> Resize((size, size)). Output: [M, num_clips * clip_len, K, 2] (clips back to back;
+    -> Resize(size) (an int is square). Output: [M, num_clips * clip_len, K, 2] (clips back to back;
     :func:`split_clips`), img_shape (size, size). The box is one box over all sampled clips,
     as in pyskl. The test-time flip (``double=True``) is :func:`flip_volume` on the
     rendered volume.
@@ -631,7 +632,7 @@ def test_pipeline(clip_len: int = 48, num_clips: int = 1, size: int = 64) -> Com
     return Compose([
         UniformSample(clip_len, num_clips=num_clips, train=False),
         SubjectCrop(padding=0.25, threshold=10, hw_ratio=1.0),
-        Resize((size, size)),
+        Resize(size),
     ])
 
 

@@ -346,9 +346,9 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
     pinned staging buffers, one stream and asynchronous copies back (docs/gpu.md);
     ``device="cuda-simulator"`` runs that pipeline under Numba's simulator (tests). Returns {"rendered": n, "skipped": already done, "total": n in the selection}.
     """
-    from .render import render_batch
+    from .render import _cuda_usable, render_batch
     from .store import PoseStore
-    from .transforms import Compose, Resize, SubjectCrop, UniformSample
+    from .transforms import test_pipeline
 
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     backend = {"cpu": "cpu", "cuda": "cuda", "auto": "auto",
@@ -375,9 +375,7 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
         "pipeline": "uniform sampling (test mode, seed 255) -> subject crop (padding 0.25, "
                     "square) -> resize -> render",
     }
-    pipeline = Compose([UniformSample(clip_len, num_clips=num_clips, train=False),
-                        SubjectCrop(padding=0.25, threshold=10, hw_ratio=1.0),
-                        Resize((height, width))])
+    pipeline = test_pipeline(clip_len, num_clips, (height, width))
     writer = VolumeWriter(out, settings, overwrite=overwrite, commit_every=commit_every)
     todo = [n for n in names if n not in writer.done]
     skipped = len(names) - len(todo)
@@ -389,7 +387,7 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
     rendered = 0
     sink = _WriterThread(writer, bar)  # compression + part files off the rendering thread
     try:
-        if backend in ("cuda", "cuda-simulator") or (backend == "auto" and _gpu_usable()):
+        if backend in ("cuda", "cuda-simulator") or (backend == "auto" and _cuda_usable()):
             _render_on_gpu(store, todo, sink, kwargs, batch_size=gpu_batch,
                            allow_simulator=backend == "cuda-simulator")
         elif workers <= 1:
@@ -461,12 +459,6 @@ class _WriterThread:
         if self._error is not None:
             raise self._error
         return self.count
-
-
-def _gpu_usable() -> bool:
-    from .render import _cuda_usable
-
-    return _cuda_usable()
 
 
 def _pipeline_inputs(record, *, pipeline, num_clips: int, clip_len: int):

@@ -15,7 +15,7 @@ from heatvol import PoseWriter, render_volume
 from heatvol.cli import main
 from heatvol.store import PoseStore, StoreError
 from heatvol.transforms import Clip, Compose, Resize, SubjectCrop, UniformSample
-from heatvol.volumes import VolumeFile, VolumeWriter, render_store
+from heatvol.volumes import VolumeFile, render_store
 
 from conftest import shared_data
 
