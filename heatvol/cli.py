@@ -523,8 +523,10 @@ def _parse_sets(sets) -> dict:
 @click.argument("poses", required=False, type=click.Path(path_type=Path))
 @click.option("--preset", default=None, help="Preset name (`heatvol presets`) or a .yaml file "
               "[default: default]; the options below override its settings.")
-@click.option("--model", type=click.Choice(["slowonly", "c3d", "x3d"]), default=None,
-              help="PoseConv3D backbone.")
+@click.option("--model", type=click.Choice(["slowonly", "c3d", "x3d", "stgcn", "msg3d",
+                                           "dualhead"]), default=None,
+              help="PoseConv3D backbone (slowonly, c3d, x3d: heatmap volumes) or graph model "
+              "(stgcn, msg3d, dualhead: joint coordinates).")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=None,
               help="Checkpoints and logs [default: runs/PRESET].")
 @click.option("--epochs", type=int, default=None, help="Passes over the training split.")
@@ -532,7 +534,10 @@ def _parse_sets(sets) -> dict:
 @click.option("--lr", type=float, default=None, help="Peak learning rate (SGD).")
 @click.option("--clip-len", type=int, default=None, help="Frames per sampled clip.")
 @click.option("--size", type=int, default=None, help="Heatmap size (square) for training.")
-@click.option("--limb/--joint", "limb", default=None, help="Limb or joint heatmaps.")
+@click.option("--limb/--joint", "limb", default=None, help="Limb or joint heatmaps (3D CNNs).")
+@click.option("--modality", type=click.Choice(["joint", "bone", "joint-motion", "bone-motion"]),
+              default=None, help="Graph models: the input stream (fuse streams with `heatvol "
+              "ensemble`).")
 @click.option("--render", type=click.Choice(["cpu", "gpu", "auto"]), default=None,
               help="cpu: Numba kernels in the DataLoader workers; gpu: keypoints only in the "
               "workers, each batch rendered on the GPU inside the step; auto: gpu on a usable "
@@ -550,8 +555,9 @@ def _parse_sets(sets) -> dict:
               help="Override any other setting (e.g. --set weight_decay=0.0005); repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, size, limb,
-              render, max_steps, seed, resume, device, workers, sets, quiet):
-    """Train a PoseConv3D model on heatmap volumes rendered on the fly from a pose store.
+              modality, render, max_steps, seed, resume, device, workers, sets, quiet):
+    """Train a PoseConv3D model on heatmap volumes rendered on the fly from a pose store, or
+    a graph model (ST-GCN, MS-G3D, DualHead-Net) on its joint coordinates.
 
     Settings come from a preset (`heatvol presets`), then the options given here. With no
     arguments, in a folder holding poses.h5, the default preset trains on it. Checkpoints
@@ -564,6 +570,7 @@ def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, 
       heatvol train                                          # poses.h5, default preset
       heatvol train penn.h5 --preset penn-x3d-cpu --work-dir runs/penn
       heatvol train penn.h5 --model x3d --size 32 --clip-len 32 --epochs 30 --limb
+      heatvol train ucla.h5 --preset ucla-dualhead-cpu --modality bone --work-dir runs/ucla-b
       heatvol train --work-dir runs/penn --resume            # continue where it stopped
       torchrun --standalone --nproc-per-node 2 -m heatvol.cli train penn.h5 --preset tiny
     """
@@ -572,7 +579,7 @@ def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, 
 
     given = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
              "clip_len": clip_len, "size": size, "render": render, "max_steps": max_steps,
-             "seed": seed, "device": device, "workers": workers}
+             "seed": seed, "device": device, "workers": workers, "modality": modality}
     overrides = {k: v for k, v in given.items() if v is not None}
     if limb is not None:
         overrides["mode"] = "limb" if limb else "joint"
@@ -637,20 +644,25 @@ def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, 
 @click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--confusion", type=click.Path(path_type=Path), default=None,
               help="Confusion-matrix PNG [default: beside the checkpoint].")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (with the "
+              "per-sample scores that `heatvol ensemble` fuses).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Also write the JSON results to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, render, workers,
-             confusion, as_json, quiet):
+             confusion, as_json, out, quiet):
     """Evaluate a checkpoint: top-1, top-5, mean-class and per-class accuracy.
 
     PoseC3D's protocol: --num-clips clips per sequence, subject-centred crop, test size;
-    with --flip also the mirrored volumes; softmax averaged over clips and flips. Writes a
-    confusion-matrix PNG.
+    with --flip also the mirrored volumes (or skeletons); softmax averaged over clips and
+    flips. Writes a confusion-matrix PNG; --out / --json keep the per-sample scores for
+    `heatvol ensemble`.
 
     \b
     Examples:
       heatvol test penn.h5 --checkpoint runs/penn/best.pt --split test --num-clips 10 --flip
       heatvol test penn.h5 -c runs/penn/last.pt --num-clips 1 --json
+      heatvol test ucla.h5 -c runs/ucla-b/last.pt --out results/ucla-b.json
     """
     from .engine import ConfigError
     from .evaluate import evaluate_checkpoint
@@ -664,6 +676,11 @@ def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, rend
                                   progress=not quiet and not as_json)
     except (ConfigError, ValueError, RuntimeError) as exc:
         fail(" ".join(str(exc).split()))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(res))
+        tmp.replace(out)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
@@ -676,6 +693,115 @@ def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, rend
     for name, acc in res["per_class"].items():
         click.echo(f"  {name:<{width}}  " + ("-" if acc is None else f"{acc:.2%}"))
     click.echo(f"  confusion matrix: {res['confusion_png']}")
+
+
+def _is_weights_token(token: str) -> bool:
+    """'2', '0.5', '1e-1' or '2,2,1,1': numbers only (so a file named 'x.json' never is)."""
+    pieces = [p for p in token.replace(",", " ").split() if p]
+    if not pieces:
+        return False
+    for p in pieces:
+        if not all(ch in "0123456789.+-eE" for ch in p):
+            return False
+        try:
+            float(p)
+        except ValueError:
+            return False
+    return True
+
+
+class _WeightsOption(click.Option):
+    """``--weights 2 2 1 1`` (or ``2,2,1,1``): takes the numbers that follow it, so result
+    files before or after the option stay arguments."""
+
+    def add_to_parser(self, parser, ctx):
+        super().add_to_parser(parser, ctx)
+        opt = parser._long_opt.get("--weights")
+        if opt is None:
+            return
+        original = opt.process
+
+        def process(value, state):
+            values = [value]
+            while state.rargs and _is_weights_token(state.rargs[0]):
+                values.append(state.rargs.pop(0))
+            original(" ".join(values), state)
+
+        opt.process = process
+
+    def type_cast_value(self, ctx, value):
+        if not isinstance(value, str):
+            return None
+        try:
+            return tuple(float(v) for v in value.replace(",", " ").split())
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: not numbers (give one weight per file, "
+                                     f"e.g. --weights 2 2 1 1)", param_hint="--weights") from None
+
+
+@main.command("ensemble", context_settings=CONTEXT)
+@click.argument("results", nargs=-1, required=True, metavar="RESULT.json...",
+                type=click.Path(path_type=Path))
+@click.option("--weights", cls=_WeightsOption, default=None, metavar="W...",
+              help="One weight per result file, in their order: --weights 2 2 1 1 (or 2,2,1,1) "
+              "[default: all 1].")
+@click.option("--json", "as_json", is_flag=True, help="Print the fused result as JSON (all but "
+              "the per-sample scores).")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Write the full fused result (with scores) as JSON; it can be fused again.")
+@click.option("--confusion", type=click.Path(path_type=Path), default=None,
+              help="Write the fused confusion matrix as a PNG.")
+def ensemble_cmd(results, weights, as_json, out, confusion):
+    """Fuse the saved test scores of several streams: top-1, top-5, mean-class accuracy.
+
+    Each RESULT.json comes from `heatvol test ... --json > r.json` (or --out r.json). All
+    must cover the same classes and sequences (aligned by name). Fused scores: the weighted
+    sum of the streams' class probabilities (pyskl's 2:2:1:1 joint, bone, joint-motion,
+    bone-motion fusion).
+
+    \b
+    Examples:
+      heatvol ensemble j.json b.json jm.json bm.json --weights 2 2 1 1
+      heatvol ensemble joint.json limb.json --out fused.json --confusion fused.png
+      heatvol ensemble j.json b.json --json | jq .top1
+    """
+    from .engine import ConfigError
+    from .ensemble import fuse_results, load_result
+    from .evaluate import save_confusion_png
+
+    try:
+        loaded = [load_result(p) for p in results]
+        res = fuse_results(loaded, None if weights is None else list(weights),
+                           sources=[str(p) for p in results])
+    except ConfigError as exc:
+        fail(" ".join(str(exc).split()))
+    try:
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(res) + "\n", encoding="utf-8")
+        if confusion is not None:
+            save_confusion_png(res["confusion"], res["classes"], confusion,
+                               title=f"ensemble of {len(results)}: top-1 {res['top1']:.2%}")
+    except OSError as exc:
+        fail(f"{exc.filename or out}: cannot write ({exc.strerror or exc})")
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in res.items() if k != "scores"}, indent=2))
+        return
+    rows = [("stream", "model", "modality", "weight", "top-1")]
+    for s in res["streams"]:
+        rows.append((s["source"], s["model"] or "-", s["modality"] or s["mode"] or "-",
+                     f"{s['weight']:g}", f"{s['top1']:.2%}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        click.echo("  " + "  ".join(f"{v:<{w}}" if i < 3 else f"{v:>{w}}"
+                                    for i, (v, w) in enumerate(zip(r, widths))))
+    click.echo(f"fused ({len(res['streams'])} streams, {res['num_samples']:,} sequences): "
+               f"top-1 {res['top1']:.2%}   top-5 {res['top5']:.2%}   mean-class "
+               f"{res['mean_class']:.2%}")
+    if out is not None:
+        click.echo(f"  fused scores: {out}")
+    if confusion is not None:
+        click.echo(f"  confusion matrix: {confusion}")
 
 
 @main.command("presets", context_settings=CONTEXT)

@@ -13,6 +13,10 @@ Two interchangeable places to render (``render=``):
 For the same seed both give the same model input: the keypoints are identical and padding
 persons with score 0 draws nothing (:func:`model_input` turns either batch into the input).
 
+The graph models read coordinates instead: :class:`SkeletonDataset` gives
+``{"skeleton": [B, M, T, V, C], "label": [B]}`` (2D normalised with the score channel, or 3D
+centred; a modality of :data:`heatvol.skeleton.MODALITIES`).
+
 Randomness: sample ``index`` of epoch ``epoch`` draws every random choice (frames, crop,
 flip) from its own ``numpy.random.Generator`` seeded by ``(seed, epoch, index)``
 (:func:`sample_rng`), so results do not depend on the number of workers, on their
@@ -32,8 +36,8 @@ import numpy as np
 from .layouts import Layout, layout as get_layout
 from .transforms import Clip, Compose, test_pipeline, train_pipeline
 
-__all__ = ["sample_rng", "PoseDataset", "ResumableSampler", "StepRenderer", "model_input",
-           "RENDER_PLACES", "MODES"]
+__all__ = ["sample_rng", "PoseDataset", "SkeletonDataset", "ResumableSampler", "StepRenderer",
+           "model_input", "RENDER_PLACES", "MODES"]
 
 RENDER_PLACES = ("cpu", "gpu")
 MODES = ("joint", "limb")
@@ -51,7 +55,7 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def _fixed_persons(keypoints: np.ndarray, scores: np.ndarray, max_persons: int):
-    """[M, T, K, 2], [M, T, K] -> exactly ``max_persons`` persons: the ones with the highest
+    """[M, T, K, D], [M, T, K] -> exactly ``max_persons`` persons: the ones with the highest
     summed score (in their stored order), padded with zero-score persons (which draw nothing)."""
     m = keypoints.shape[0]
     if m > max_persons:
@@ -75,7 +79,22 @@ def _img_shape(record) -> tuple[int, int]:
     return int(np.ceil(kp[:, 1].max())) + 1, int(np.ceil(kp[:, 0].max())) + 1
 
 
-class PoseDataset:
+class _ReopenByPath:
+    # Worker processes started by spawn/forkserver reopen the store by its path.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["store"] = str(self.store.path)
+        return state
+
+    def __setstate__(self, state):
+        from .store import PoseStore
+
+        self.__dict__.update(state)
+        if isinstance(self.store, str):
+            self.store = PoseStore(self.store, in_memory=True)
+
+
+class PoseDataset(_ReopenByPath):
     """Samples of a pose store for training (random pipeline) or testing (deterministic).
 
     Args:
@@ -118,19 +137,6 @@ class PoseDataset:
                                                               self.size))
         self.labels = np.array([store[n].label for n in self.names], np.int64)
 
-    def __getstate__(self):
-        # Worker processes started by spawn/forkserver reopen the store by its path.
-        state = dict(self.__dict__)
-        state["store"] = str(self.store.path)
-        return state
-
-    def __setstate__(self, state):
-        from .store import PoseStore
-
-        self.__dict__.update(state)
-        if isinstance(self.store, str):
-            self.store = PoseStore(self.store, in_memory=True)
-
     @property
     def channels(self) -> int:
         return self.layout.num_joints if self.mode == "joint" else self.layout.num_limbs
@@ -172,6 +178,92 @@ class PoseDataset:
         out["label"] = label
         out["index"] = index
         return out
+
+
+class SkeletonDataset(_ReopenByPath):
+    """Samples of a pose store as GCN inputs (coordinates, not heatmaps).
+
+    Per sequence: the ``max_persons`` persons with the highest summed score (zero persons pad
+    the rest); 2D stores: :func:`~heatvol.skeleton.normalize_2d` by the image shape (x, y in
+    [-1, 1], score channel), 3D stores: :func:`~heatvol.skeleton.center_3d` on the layout's
+    centre joint; training only: random rotation (``rotate`` radians, one limit or three for
+    x, y, z in 3D; 0 = off) and scaling
+    (``scale``, 0 = off); the ``modality``; PoseC3D's uniform sampling of ``clip_len`` frames
+    (random in training, ``num_clips`` deterministic clips in testing; sequences shorter
+    than ``clip_len`` loop). With ``flip`` (testing) every clip also comes mirrored.
+
+    Items: ``skeleton`` float32 [M, T, V, C] (train) or [views * clips, M, T, V, C] (test;
+    C = 3), ``label``, ``index``. Fetched with ``(epoch, index)`` pairs as
+    :class:`PoseDataset`, whose randomness rules it shares.
+    """
+
+    def __init__(self, store, names: Sequence[str], *, train: bool, clip_len: int,
+                 modality: str = "joint", num_clips: int = 1, max_persons: int = 2,
+                 rotate: float = 0.0, scale: float = 0.0, flip: bool = False, seed: int = 0):
+        from .skeleton import MODALITIES
+
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got "
+                             f"{modality!r}")
+        if train and (num_clips != 1 or flip):
+            raise ValueError("training samples one unflipped clip per sequence")
+        self.store, self.names = store, list(names)
+        self.layout: Layout = get_layout(store.layout)
+        self.dims = int(store.dims)
+        self.train, self.clip_len, self.modality = train, int(clip_len), modality
+        self.num_clips, self.max_persons = int(num_clips), int(max_persons)
+        self.rotate = tuple(rotate) if isinstance(rotate, (list, tuple)) else float(rotate)
+        self.scale, self.flip = float(scale), bool(flip)
+        self.seed = int(seed)
+        self.labels = np.array([store[n].label for n in self.names], np.int64)
+
+    channels = 3
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def skeleton(self, epoch: int, index: int) -> np.ndarray:
+        """The input of one item: [M, T, V, 3] (train) or [views * clips, M, T, V, 3]."""
+        from .skeleton import (center_3d, flip_skeleton, normalize_2d, random_rotate,
+                               random_scale, to_modality)
+        from .transforms import uniform_sample_indices
+
+        rec = self.store[self.names[index]]
+        kp, sc = rec.keypoints, rec.scores
+        v = self.layout.num_joints
+        if kp.shape[0] == 0 or kp.shape[1] == 0:  # nothing detected: an all-missing person
+            t = max(kp.shape[1], 1)
+            kp = np.zeros((1, t, v, self.dims), np.float32)
+            sc = np.zeros((1, t, v), np.float32)
+        kp, sc = _fixed_persons(kp, sc, self.max_persons)
+        if self.dims == 2:
+            x = normalize_2d(kp, sc, _img_shape(rec))
+        else:
+            x = center_3d(kp, sc, self.layout.center)
+        rng = sample_rng(self.seed, epoch, index) if self.train else None
+        if self.train and np.any(np.asarray(self.rotate) > 0):
+            x = random_rotate(x, rng, self.rotate, dims=self.dims)
+        if self.train and self.scale > 0:
+            x = random_scale(x, rng, self.scale, dims=self.dims)
+        views = [x, flip_skeleton(x, self.layout)] if self.flip else [x]
+        has_score = self.dims == 2
+        views = [to_modality(view, self.modality, self.layout, has_score=has_score)
+                 for view in views]
+        t = x.shape[1]
+        if self.train:
+            return np.ascontiguousarray(
+                views[0][:, uniform_sample_indices(t, self.clip_len, train=True, rng=rng)])
+        idx = uniform_sample_indices(t, self.clip_len, num_clips=self.num_clips, train=False)
+        m, c = x.shape[0], self.num_clips
+        clips = [view[:, idx].reshape(m, c, self.clip_len, v, 3).transpose(1, 0, 2, 3, 4)
+                 for view in views]
+        return np.ascontiguousarray(np.concatenate(clips))
+
+    def __getitem__(self, item):
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        index = int(index)
+        return {"skeleton": self.skeleton(int(epoch), index),
+                "label": int(self.store[self.names[index]].label), "index": index}
 
 
 class ResumableSampler:
@@ -273,9 +365,10 @@ class StepRenderer:
 
 
 def model_input(batch: dict, device, renderer: StepRenderer | None = None):
-    """The volume tensor for the model from either kind of batch, on ``device``."""
-    if "volume" in batch:
-        return batch["volume"].to(device, non_blocking=True)
+    """The input tensor for the model from any kind of batch, on ``device``."""
+    for key in ("volume", "skeleton"):
+        if key in batch:
+            return batch[key].to(device, non_blocking=True)
     if renderer is None:
         raise ValueError("a keypoint batch (render='gpu') needs a StepRenderer")
     return renderer(batch["keypoints"], batch["scores"], device)

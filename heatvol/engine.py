@@ -1,4 +1,5 @@
-"""Training and evaluation loops for the PoseConv3D models on volumes rendered on the fly.
+"""Training and evaluation loops: PoseConv3D models on volumes rendered on the fly, and the
+graph models (ST-GCN, MS-G3D, DualHead-Net) on joint coordinates.
 
     from heatvol.engine import TrainConfig, train
     summary = train(TrainConfig(poses="penn.h5", model="x3d", size=32, clip_len=32,
@@ -6,13 +7,14 @@
 
 What :func:`train` does (details in ``docs/training.md``):
 
-- data: :class:`heatvol.data.PoseDataset` through a DataLoader whose sampler is a
-  :class:`heatvol.data.ResumableSampler`; volumes rendered in the workers (``render="cpu"``)
+- data: :class:`heatvol.data.PoseDataset` (3D CNNs) or :class:`heatvol.data.SkeletonDataset`
+  (GCNs, ``modality`` joint / bone / joint-motion / bone-motion) through a DataLoader whose
+  sampler is a :class:`heatvol.data.ResumableSampler`; volumes rendered in the workers (``render="cpu"``)
   or inside the step on the GPU (``render="gpu"``; ``"auto"`` picks gpu when the device is a
   CUDA GPU the CUDA renderer can use);
 - SGD (momentum 0.9, Nesterov), linear warm-up then cosine decay per iteration
   (:class:`WarmupCosine`), weight decay, gradient-norm clipping; on CUDA bf16 autocast and
-  channels-last-3d;
+  channels-last-3d (3D CNNs); DualHead-Net's loss averages the cross-entropy of its two heads;
 - checkpoints (rank 0): ``epoch_NNN.pt`` after every epoch (the newest ``keep_epochs`` kept),
   ``best.pt`` on the best validation top-1, ``last.pt`` after every epoch and whenever the run
   stops (end, ``max_steps``, Ctrl-C / SIGTERM);
@@ -41,11 +43,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import PoseDataset, ResumableSampler, StepRenderer, model_input
+from .data import PoseDataset, ResumableSampler, SkeletonDataset, StepRenderer, model_input
 from .layouts import layout as get_layout
 
 __all__ = ["TrainConfig", "ConfigError", "WarmupCosine", "train", "predict", "load_checkpoint",
-           "build_model", "resolve_device", "resolve_render"]
+           "build_model", "is_gcn", "resolve_device", "resolve_render"]
 
 CHECKPOINT_VERSION = 1
 
@@ -64,7 +66,11 @@ class TrainConfig:
     # model and volumes
     model: str = "slowonly"
     model_kwargs: dict = field(default_factory=dict)
-    mode: str = "joint"                   # joint | limb
+    mode: str = "joint"                   # 3D CNNs: joint | limb heatmaps
+    modality: str = "joint"               # GCNs: joint | bone | joint-motion | bone-motion
+    rotate: float | list = 0.0            # GCNs, training: random rotation up to this (radians;
+                                          # 3D: one limit or three, about x, y, z)
+    scale: float = 0.0                    # GCNs, training: random scaling by 1 +- this
     clip_len: int = 48
     size: int = 56
     test_size: int | None = None          # default: size
@@ -202,17 +208,38 @@ def resolve_render(render: str, device: torch.device, backend: str = "cuda") -> 
     return render
 
 
+def is_gcn(model_name: str) -> bool:
+    """True for the graph models (coordinates in), False for the 3D CNNs (volumes in)."""
+    from . import models
+
+    if model_name not in models.MODELS:
+        raise ConfigError(f"unknown model {model_name!r}; known: {', '.join(models.MODELS)}")
+    return model_name in models.GCN_MODELS
+
+
 def build_model(cfg: dict | TrainConfig, *, layout, num_classes: int):
     from . import models
 
     cfg = cfg if isinstance(cfg, dict) else cfg.to_dict()
-    if cfg["model"] not in models.CNN_MODELS:
-        raise ConfigError(f"`heatvol train` trains the 3D CNNs on volumes "
-                          f"({', '.join(models.CNN_MODELS)}); got model {cfg['model']!r}")
     lay = get_layout(layout)
+    kw = dict(cfg.get("model_kwargs") or {})
+    if is_gcn(cfg["model"]):
+        kw.setdefault("num_person", cfg["max_persons"])
+        return models.build(cfg["model"], layout=lay, num_classes=num_classes, in_channels=3,
+                            **kw)
     channels = lay.num_joints if cfg["mode"] == "joint" else lay.num_limbs
     return models.build(cfg["model"], layout=lay, num_classes=num_classes, in_channels=channels,
-                        **(cfg.get("model_kwargs") or {}))
+                        **kw)
+
+
+def _loss(net, model, x, y, label_smoothing: float):
+    """Cross-entropy of the logits; for a two-headed model (DualHead-Net) the mean of the two
+    heads' losses, as the official code trains it."""
+    if getattr(model, "multi_head", False):
+        heads = net(x, return_heads=True)
+        return sum(F.cross_entropy(h.float(), y, label_smoothing=label_smoothing)
+                   for h in heads) / len(heads)
+    return F.cross_entropy(net(x).float(), y, label_smoothing=label_smoothing)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -441,7 +468,8 @@ def predict(model, dataset: PoseDataset, *, device, batch_size: int = 8, workers
             flip: bool = False, renderer: StepRenderer | None = None, amp: bool = True,
             channels_last: bool = True, progress: bool = False, desc: str = "test"):
     """Class probabilities of every sample: softmax averaged over its clips (and their
-    horizontal flips, ``flip_volume`` of the rendered volume). Returns (probs float64 [N, C],
+    horizontal flips: ``flip_volume`` of a rendered volume; a :class:`SkeletonDataset` made
+    with ``flip=True`` already holds its mirrored clips). Returns (probs float64 [N, C],
     labels int64 [N])."""
     from tqdm import tqdm
 
@@ -455,14 +483,15 @@ def predict(model, dataset: PoseDataset, *, device, batch_size: int = 8, workers
                      pin=cuda, seed=0)
     probs, labels = [], []
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        x = model_input(batch, device, renderer)  # [B, clips, C, T, H, W]
+        x = model_input(batch, device, renderer)  # [B, clips, C, T, H, W] or [B, clips, M, T, V, C]
         b, clips = x.shape[:2]
         x = x.flatten(0, 1)
         views = [x]
-        if flip:
+        volumes = "skeleton" not in batch
+        if flip and volumes:
             views.append(flip_volume(x, dataset.layout, dataset.mode))
         x = torch.cat(views)
-        if cuda and channels_last:
+        if cuda and channels_last and volumes:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):
             logits = model(x)
@@ -505,14 +534,23 @@ def _classes(store) -> list[str]:
     return [str(i) for i in range(top + 1)]
 
 
-def _dataset(cfg: TrainConfig, store, names, *, train: bool, render: str, num_clips: int = 1):
+def _dataset(cfg: TrainConfig, store, names, *, train: bool, render: str, num_clips: int = 1,
+             flip: bool = False):
+    """The run's dataset: coordinates for a GCN (``flip`` mirrors test clips in the dataset),
+    volumes for a 3D CNN (``predict`` flips those)."""
+    if is_gcn(cfg.model):
+        return SkeletonDataset(store, names, train=train, clip_len=cfg.clip_len,
+                               modality=cfg.modality, num_clips=num_clips,
+                               max_persons=cfg.max_persons, rotate=cfg.rotate if train else 0,
+                               scale=cfg.scale if train else 0, flip=flip and not train,
+                               seed=cfg.seed)
     return PoseDataset(store, names, train=train, clip_len=cfg.clip_len,
                        size=cfg.size if train else (cfg.test_size or cfg.size), mode=cfg.mode,
                        render=render, num_clips=num_clips, max_persons=cfg.max_persons,
                        sigma=cfg.sigma, seed=cfg.seed, area_range=cfg.area_range)
 
 
-_MUST_MATCH = ("model", "mode", "clip_len", "size", "batch_size", "seed", "max_persons",
+_MUST_MATCH = ("model", "mode", "modality", "clip_len", "size", "batch_size", "seed", "max_persons",
                "train_split", "sigma")
 
 
@@ -525,9 +563,21 @@ def train(cfg: TrainConfig) -> dict:
 
     dist_ = _Distributed()
     device = resolve_device(cfg.device, dist_.local_rank)
-    if cfg.mode not in ("joint", "limb"):
-        raise ConfigError(f"mode must be joint or limb, got {cfg.mode!r}")
-    render = resolve_render(cfg.render, device, cfg.render_backend)
+    gcn = is_gcn(cfg.model)
+    if gcn:
+        from .skeleton import MODALITIES
+
+        if cfg.modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {', '.join(MODALITIES)}; got "
+                              f"{cfg.modality!r}")
+        if cfg.render == "gpu":
+            raise ConfigError(f"--render gpu renders heatmap volumes; {cfg.model} is a graph "
+                              f"model that reads joint coordinates (leave --render out)")
+        render = "none"
+    else:
+        if cfg.mode not in ("joint", "limb"):
+            raise ConfigError(f"mode must be joint or limb, got {cfg.mode!r}")
+        render = resolve_render(cfg.render, device, cfg.render_backend)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist_.init(device.type)
@@ -536,9 +586,10 @@ def train(cfg: TrainConfig) -> dict:
     work_dir = Path(cfg.work_dir or Path("runs") / (cfg.preset or "default"))
 
     store = _open_store(cfg.poses)
-    if store.dims != 2:
+    if store.dims != 2 and not gcn:
         raise ConfigError(f"{store.path}: heatmap volumes need 2D keypoints; this store is "
-                          f"{store.dims}D")
+                          f"{store.dims}D (train a graph model on 3D: --model msg3d, dualhead or "
+                          f"stgcn)")
     classes = _classes(store)
     if store.splits:
         train_names = _split_names(store, cfg.train_split, "training")
@@ -569,7 +620,8 @@ def train(cfg: TrainConfig) -> dict:
     # Model init is identical on every rank (DDP also broadcasts rank 0's weights).
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, layout=store.layout, num_classes=len(classes)).to(device)
-    if cuda and cfg.channels_last:
+    channels_last = cuda and cfg.channels_last and not gcn
+    if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     net = model
     if dist_.enabled:
@@ -617,7 +669,7 @@ def train(cfg: TrainConfig) -> dict:
                disable=not (cfg.progress and rank0), dynamic_ncols=True, unit="step",
                desc=f"epoch {epoch + 1}/{cfg.epochs}")
     log = _Log(work_dir, rank0, bar)
-    log.msg(f"heatvol train: {cfg.model} {cfg.mode} on {store.path} ({len(train_names)} train, "
+    log.msg(f"heatvol train: {cfg.model} {cfg.modality if gcn else cfg.mode} on {store.path} ({len(train_names)} train, "
             f"{len(val_names)} {val_split or 'no'} val, {len(classes)} classes), preset "
             f"{cfg.preset or '-'}, device {device}, render {render}, {dist_.world} process(es), "
             f"batch {cfg.batch_size}/process, {steps_per_epoch} steps/epoch x {cfg.epochs} "
@@ -676,13 +728,12 @@ def train(cfg: TrainConfig) -> dict:
                     raise
                 t_data = time.perf_counter()
                 x = model_input(batch, device, renderer)
-                if cuda and cfg.channels_last:
+                if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
                 y = batch["label"].to(device, non_blocking=True)
                 lr = scheduler.apply()
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    logits = net(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    loss = _loss(net, model, x, y, cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -722,7 +773,7 @@ def train(cfg: TrainConfig) -> dict:
                 from .evaluate import compute_metrics
 
                 val_set = _dataset(cfg, store, val_names, train=False, render=render,
-                                   num_clips=cfg.val_num_clips)
+                                   num_clips=cfg.val_num_clips, flip=cfg.val_flip)
                 probs, labels = predict(model, val_set, device=device,
                                         batch_size=cfg.eval_batch_size or cfg.batch_size,
                                         workers=cfg.workers, flip=cfg.val_flip,

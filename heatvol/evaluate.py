@@ -7,7 +7,11 @@
 
 PoseC3D's test protocol: ``num_clips`` clips per sequence by deterministic uniform sampling,
 subject-centred crop, resize to the test size, render; with ``flip`` also the mirrored volume
-(:func:`heatvol.transforms.flip_volume`); the softmax is averaged over clips and flips.
+(:func:`heatvol.transforms.flip_volume`); the softmax is averaged over clips and flips. Graph
+models get the same clips as coordinates (mirrored by :func:`heatvol.skeleton.flip_skeleton`).
+
+The result holds the per-sample ``scores`` (averaged probabilities, [N, classes]) with their
+``names`` and ``labels``, so streams can be fused later (:mod:`heatvol.ensemble`).
 """
 
 from __future__ import annotations
@@ -102,7 +106,8 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
 
     from .data import StepRenderer
     from .engine import (ConfigError, TrainConfig, _classes, _dataset, _open_store,
-                         build_model, load_checkpoint, predict, resolve_device, resolve_render)
+                         build_model, is_gcn, load_checkpoint, predict, resolve_device,
+                         resolve_render)
 
     ckpt = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict({k: v for k, v in ckpt["config"].items()
@@ -127,13 +132,15 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
     if num_clips < 1:
         raise ConfigError(f"--num-clips must be at least 1, got {num_clips}")
     dev = resolve_device(device)
-    place = resolve_render(render, dev, render_backend)
+    gcn = is_gcn(cfg.model)
+    place = "none" if gcn else resolve_render(render, dev, render_backend)
     model = build_model(cfg, layout=store.layout, num_classes=len(classes))
     model.load_state_dict(ckpt["model"])
     model.to(dev)
-    if dev.type == "cuda" and cfg.channels_last:
+    if dev.type == "cuda" and cfg.channels_last and not gcn:
         model = model.to(memory_format=torch.channels_last_3d)
-    dataset = _dataset(cfg, store, names, train=False, render=place, num_clips=num_clips)
+    dataset = _dataset(cfg, store, names, train=False, render=place, num_clips=num_clips,
+                       flip=flip)
     renderer = StepRenderer(size=cfg.test_size or cfg.size, mode=cfg.mode, layout=store.layout,
                             sigma=cfg.sigma, backend=render_backend) if place == "gpu" else None
     probs, labels = predict(model, dataset, device=dev, batch_size=batch_size, workers=workers,
@@ -148,7 +155,9 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
     save_confusion_png(res["confusion"], classes, confusion_png, title=title)
     res.update({"poses": str(poses), "checkpoint": str(checkpoint), "split": split,
                 "num_clips": int(num_clips), "flip": bool(flip), "classes": list(classes),
-                "model": cfg.model, "mode": cfg.mode, "clip_len": cfg.clip_len,
+                "model": cfg.model, "mode": None if gcn else cfg.mode,
+                "modality": cfg.modality if gcn else None, "clip_len": cfg.clip_len,
                 "size": cfg.test_size or cfg.size, "step": ckpt.get("step"),
-                "render": place, "device": str(dev), "confusion_png": str(confusion_png)})
+                "render": place, "device": str(dev), "confusion_png": str(confusion_png),
+                "names": list(names), "labels": labels.tolist(), "scores": probs.tolist()})
     return res

@@ -1,0 +1,226 @@
+"""GCN inputs (heatvol.skeleton, heatvol.data.SkeletonDataset) against plain per-joint loops.
+
+Property tests draw several persons with missing joints (score 0), NaN / inf coordinates and
+points far outside the frame.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import heatvol
+from heatvol.data import SkeletonDataset
+from heatvol.layouts import layout
+from heatvol.skeleton import (center_3d, flip_skeleton, normalize_2d, random_rotate,
+                              random_scale, to_bone, to_modality, to_motion)
+
+LAYOUTS = ["coco17", "openpose18", "ntu25", "kinect20", "penn13"]
+
+
+def messy_pose(seed, m, t, k, dims, img=(48, 64)):
+    """Keypoints [M, T, K, dims] with ~20% missing joints, some NaN / inf and off-frame ones."""
+    rng = np.random.default_rng(seed)
+    h, w = img
+    kp = rng.uniform(-0.3, 1.3, (m, t, k, dims)) * np.array([w, h, 3.0][:dims])
+    sc = rng.uniform(0.05, 1.0, (m, t, k))
+    sc[rng.random((m, t, k)) < 0.2] = 0
+    bad = rng.random((m, t, k)) < 0.05
+    kp[bad, 0] = rng.choice([np.nan, np.inf, -np.inf, 1e30], size=bad.sum())
+    return kp.astype(np.float32), sc.astype(np.float32)
+
+
+poses = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 3), st.integers(1, 9),
+                  st.sampled_from(LAYOUTS))
+
+
+def ref_normalize_2d(kp, sc, img_shape):
+    h, w = img_shape
+    out = np.zeros(kp.shape[:3] + (3,), np.float64)
+    for idx in np.ndindex(*kp.shape[:3]):
+        x, y = kp[idx]
+        if sc[idx] > 0 and math.isfinite(x) and math.isfinite(y):
+            out[idx] = ((x - w / 2) / (w / 2), (y - h / 2) / (h / 2), sc[idx])
+    return out
+
+
+def ref_bone(x, lay, has_score):
+    out = np.zeros_like(x)
+    for m, t in np.ndindex(*x.shape[:2]):
+        for child, parent in lay.bones:
+            a, b = x[m, t, child], x[m, t, parent]
+            if has_score:
+                if a[2] > 0 and b[2] > 0:
+                    out[m, t, child] = (a[0] - b[0], a[1] - b[1], (a[2] + b[2]) / 2)
+            elif a.any() and b.any():
+                out[m, t, child] = a - b
+    return out
+
+
+def ref_motion(x, has_score):
+    out = np.zeros_like(x)
+    for m, t, v in np.ndindex(*x.shape[:3]):
+        if t + 1 == x.shape[1]:
+            continue
+        a, b = x[m, t + 1, v], x[m, t, v]
+        present = (a[2] > 0 and b[2] > 0) if has_score else (a.any() and b.any())
+        if present:
+            out[m, t, v] = a - b
+            if has_score:
+                out[m, t, v, 2] = (a[2] + b[2]) / 2
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(poses)
+def test_normalize_2d_matches_reference(pose):
+    seed, m, t, name = pose
+    kp, sc = messy_pose(seed, m, t, layout(name).num_joints, 2)
+    out = normalize_2d(kp, sc, (48, 64))
+    assert out.dtype == np.float32 and out.shape == (m, t, kp.shape[2], 3)
+    np.testing.assert_allclose(out, ref_normalize_2d(kp, sc, (48, 64)), rtol=1e-6, atol=1e-6)
+    assert np.isfinite(out).all()
+    inside = (kp[..., 0] >= 0) & (kp[..., 0] <= 64) & (kp[..., 1] >= 0) & (kp[..., 1] <= 48)
+    assert (np.abs(out[..., :2][inside & (sc > 0)]) <= 1 + 1e-6).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(poses)
+def test_center_3d_puts_the_centre_joint_at_the_origin(pose):
+    seed, m, t, name = pose
+    lay = layout(name)
+    kp, sc = messy_pose(seed, m, t, lay.num_joints, 3)
+    out = center_3d(kp, sc, lay.center)
+    valid = (sc > 0) & np.isfinite(kp).all(-1)
+    assert np.isfinite(out).all() and (out[~valid] == 0).all()
+    frames = np.flatnonzero(valid[0, :, lay.center])
+    origin = kp[0, frames[0], lay.center].astype(np.float64) if len(frames) else 0
+    expected = np.where(valid[..., None], kp.astype(np.float64) - origin, 0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-4)
+    if len(frames):
+        assert (out[0, frames[0], lay.center] == 0).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(poses, st.booleans())
+def test_bone_and_motion_match_reference(pose, two_d):
+    seed, m, t, name = pose
+    lay = layout(name)
+    kp, sc = messy_pose(seed, m, t, lay.num_joints, 2 if two_d else 3)
+    x = normalize_2d(kp, sc, (48, 64)) if two_d else center_3d(kp, sc, lay.center)
+    bone = to_bone(x, lay, has_score=two_d)
+    np.testing.assert_allclose(bone, ref_bone(x, lay, two_d), rtol=1e-6, atol=1e-6)
+    motion = to_motion(x, has_score=two_d)
+    np.testing.assert_allclose(motion, ref_motion(x, two_d), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(to_modality(x, "bone-motion", lay, has_score=two_d),
+                                  to_motion(bone, has_score=two_d))
+    assert (to_modality(x, "joint", lay, has_score=two_d) == x).all()
+    assert (motion[:, -1] == 0).all()
+
+
+def test_bone_of_a_hand_made_skeleton():
+    lay = layout("penn13")  # joint 1 (left shoulder) hangs from 0 (head)
+    x = np.zeros((1, 1, 13, 3), np.float32)
+    x[0, 0, 0] = (0.1, -0.5, 0.8)
+    x[0, 0, 1] = (0.3, -0.2, 0.4)
+    bone = to_bone(x, lay, has_score=True)
+    np.testing.assert_allclose(bone[0, 0, 1], (0.2, 0.3, 0.6), rtol=1e-6)
+    np.testing.assert_allclose(bone[0, 0, 0], (0, 0, 0.8))  # the root: zero vector, its score
+    assert (bone[0, 0, 2:] == 0).all()  # missing joints
+
+
+def test_modality_name_is_checked():
+    with pytest.raises(ValueError, match="bone-motion"):
+        to_modality(np.zeros((1, 2, 13, 3), np.float32), "bones", "penn13", has_score=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(poses, st.booleans())
+def test_rotation_keeps_lengths_and_scores(pose, two_d):
+    seed, m, t, name = pose
+    lay = layout(name)
+    dims = 2 if two_d else 3
+    kp, sc = messy_pose(seed, m, t, lay.num_joints, dims)
+    x = normalize_2d(kp, sc, (48, 64)) if two_d else center_3d(kp, sc, lay.center)
+    rng = np.random.default_rng(seed)
+    with np.errstate(over="ignore", invalid="ignore"):  # the 1e30 off-frame points
+        r = random_rotate(x, rng, 0.5, dims=dims)
+    norm = lambda a: np.linalg.norm(a[..., :dims].astype(np.float64), axis=-1)  # noqa: E731
+    np.testing.assert_allclose(norm(r), norm(x), rtol=1e-5, atol=1e-5)
+    assert (r[..., dims:] == x[..., dims:]).all()
+    missing = (x == 0).all(-1)
+    assert (r[missing] == 0).all()
+    s = random_scale(x, np.random.default_rng(seed), 0.2, dims=dims)
+    ratio = s[..., :dims][x[..., :dims] != 0] / x[..., :dims][x[..., :dims] != 0]
+    assert ((ratio >= 0.8 - 1e-6) & (ratio <= 1.2 + 1e-6)).all()
+    assert (s[..., dims:] == x[..., dims:]).all()
+
+
+def test_rotation_limits_per_axis():
+    x = np.zeros((1, 1, 20, 3), np.float32)
+    x[0, 0, :, 2] = 1.0  # points along z: a rotation about z alone leaves them
+    r = random_rotate(x, np.random.default_rng(0), (0.0, 0.0, 3.0), dims=3)
+    np.testing.assert_allclose(r, x, atol=1e-7)
+    assert not np.allclose(random_rotate(x, np.random.default_rng(0), (0.0, 3.0, 0.0), dims=3), x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(poses)
+def test_flip_is_a_mirror_and_an_involution(pose):
+    seed, m, t, name = pose
+    lay = layout(name)
+    kp, sc = messy_pose(seed, m, t, lay.num_joints, 2)
+    x = normalize_2d(kp, sc, (48, 64))
+    f = flip_skeleton(x, lay)
+    np.testing.assert_array_equal(flip_skeleton(f, lay), x)
+    mirrored = kp.copy()
+    mirrored[..., 0] = 64 - kp[..., 0]
+    expected = normalize_2d(mirrored[:, :, lay.flip_index()], sc[:, :, lay.flip_index()],
+                            (48, 64))
+    np.testing.assert_allclose(f, expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def make_store(path, dims, n=6, persons=2, lay="kinect20"):
+    rng = np.random.default_rng(dims)
+    k = layout(lay).num_joints
+    with heatvol.PoseWriter(path, layout=lay, dims=dims, classes=["a", "b"], mode="w") as w:
+        names = []
+        for i in range(n):
+            kp, sc = messy_pose(i, persons, int(rng.integers(3, 40)), k, dims)
+            w.append(f"s{i}", kp, sc, label=i % 2, img_shape=(48, 64) if dims == 2 else None)
+            names.append(f"s{i}")
+        w.set_splits({"train": names[:4], "test": names[4:]})
+    return heatvol.PoseStore(path, in_memory=True)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_skeleton_dataset_items(tmp_path, dims):
+    store = make_store(tmp_path / "p.h5", dims)
+    train = SkeletonDataset(store, store.split("train"), train=True, clip_len=12,
+                            modality="bone", max_persons=3, rotate=0.3, scale=0.1, seed=5)
+    a, b = train[(2, 1)], train[(2, 1)]
+    assert a["skeleton"].shape == (3, 12, 20, 3) and a["skeleton"].dtype == np.float32
+    np.testing.assert_array_equal(a["skeleton"], b["skeleton"])  # (seed, epoch, index) fix it
+    assert not np.array_equal(a["skeleton"], train[(3, 1)]["skeleton"])
+    assert np.isfinite(a["skeleton"]).all() and (a["skeleton"][2] == 0).all()  # padded person
+    assert np.abs(a["skeleton"]).max() > 0
+    test = SkeletonDataset(store, store.split("test"), train=False, clip_len=12, num_clips=3,
+                           flip=True, max_persons=2)
+    x = test[0]["skeleton"]
+    assert x.shape == (6, 2, 12, 20, 3)
+    np.testing.assert_array_equal(x[3:], np.stack([flip_skeleton(c, "kinect20") for c in x[:3]]))
+
+
+def test_skeleton_dataset_of_an_empty_sequence(tmp_path):
+    path = tmp_path / "p.h5"
+    with heatvol.PoseWriter(path, layout="penn13", classes=["a"], mode="w") as w:
+        w.append("empty", np.zeros((0, 5, 13, 2), np.float32), np.zeros((0, 5, 13), np.float32),
+                 label=0, img_shape=(10, 10))
+    store = heatvol.PoseStore(path, in_memory=True)
+    x = SkeletonDataset(store, ["empty"], train=False, clip_len=4, max_persons=2)[0]["skeleton"]
+    assert x.shape == (1, 2, 4, 13, 3) and (x == 0).all()
