@@ -9,9 +9,9 @@ What :func:`train` does (details in ``docs/training.md``):
 
 - data: :class:`heatvol.data.PoseDataset` (3D CNNs) or :class:`heatvol.data.SkeletonDataset`
   (GCNs, ``modality`` joint / bone / joint-motion / bone-motion) through a DataLoader whose
-  sampler is a :class:`heatvol.data.ResumableSampler`; volumes rendered in the workers (``render="cpu"``)
-  or inside the step on the GPU (``render="gpu"``; ``"auto"`` picks gpu when the device is a
-  CUDA GPU the CUDA renderer can use);
+  sampler is a :class:`heatvol.data.ResumableSampler`; volumes rendered in the workers
+  (``render="cpu"``) or inside the step on the GPU (``render="gpu"``; ``"auto"`` picks gpu
+  when the device is a CUDA GPU the CUDA renderer can use);
 - SGD (momentum 0.9, Nesterov), linear warm-up then cosine decay per iteration
   (:class:`WarmupCosine`), weight decay, gradient-norm clipping; on CUDA bf16 autocast and
   channels-last-3d (3D CNNs); DualHead-Net's loss averages the cross-entropy of its two heads;
@@ -101,7 +101,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None
     resume: str | None = None             # a checkpoint path, or "auto" = <work_dir>/last.pt
-    val_every: int = 1
+    val_every: int = 1                    # epochs between validations (and the last); 0: none
     val_num_clips: int = 1
     val_flip: bool = False
     eval_batch_size: int | None = None
@@ -483,7 +483,8 @@ def predict(model, dataset: PoseDataset, *, device, batch_size: int = 8, workers
                      pin=cuda, seed=0)
     probs, labels = [], []
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        x = model_input(batch, device, renderer)  # [B, clips, C, T, H, W] or [B, clips, M, T, V, C]
+        # [B, clips, C, T, H, W] volumes or [B, clips, M, T, V, C] skeletons
+        x = model_input(batch, device, renderer)
         b, clips = x.shape[:2]
         x = x.flatten(0, 1)
         views = [x]
@@ -769,7 +770,8 @@ def train(cfg: TrainConfig) -> dict:
             position = 0
             sampler.set_epoch(epoch, 0)
             metrics = None
-            if val_names and (epoch % cfg.val_every == 0 or epoch == cfg.epochs) and rank0:
+            if (val_names and cfg.val_every > 0
+                    and (epoch % cfg.val_every == 0 or epoch == cfg.epochs) and rank0):
                 from .evaluate import compute_metrics
 
                 val_set = _dataset(cfg, store, val_names, train=False, render=render,
