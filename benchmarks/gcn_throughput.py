@@ -17,9 +17,9 @@ samples/s = batch / median step time.
 
 Settings (``--setting``):
 
-- ``ucla``: layout kinect20, T=52, M=1, 10 classes (NW-UCLA as trained here);
+- ``ucla``: layout kinect20, T=32, M=1, 10 classes (NW-UCLA as the CPU presets train it);
 - ``ntu``:  layout ntu25,    T=100, M=2, 60 classes (pyskl's clip_len 100);
-- ``penn``: layout penn13,   T=52, M=1, 15 classes (Penn Action).
+- ``penn``: layout penn13,   T=32, M=1, 15 classes (Penn Action as the CPU presets).
 
 ``--frames`` overrides T (e.g. tiny smoke runs).
 """
@@ -43,9 +43,9 @@ GCN_NAMES = ("stgcn", "msg3d", "dualhead")
 
 #: setting -> (layout, T, M, num_classes)
 SETTINGS = {
-    "ucla": ("kinect20", 52, 1, 10),
+    "ucla": ("kinect20", 32, 1, 10),
     "ntu": ("ntu25", 100, 2, 60),
-    "penn": ("penn13", 52, 1, 15),
+    "penn": ("penn13", 32, 1, 15),
 }
 
 
@@ -171,8 +171,8 @@ def main(argv=None) -> int:
                    metavar="DEVICE", help="cpu and/or cuda [default: cpu, plus cuda if "
                    "torch.cuda.is_available()]; cuda without a GPU is an error")
     p.add_argument("--setting", default="ucla", choices=list(SETTINGS),
-                   help="input shape and classes: ucla = kinect20, T=52, M=1, 10 classes; "
-                   "ntu = ntu25, T=100, M=2, 60 classes; penn = penn13, T=52, M=1, 15 classes "
+                   help="input shape and classes: ucla = kinect20, T=32, M=1, 10 classes; "
+                   "ntu = ntu25, T=100, M=2, 60 classes; penn = penn13, T=32, M=1, 15 classes "
                    "[default: ucla]")
     p.add_argument("--frames", type=_positive, default=None, metavar="T",
                    help="override the setting's T (frames per clip)")
