@@ -223,27 +223,43 @@ def _size(values) -> tuple[int, int]:
     raise click.BadParameter("give one number (square) or two (H W)", param_hint="--size")
 
 
-class _SizeOption(click.Option):
-    """``--size 56`` or ``--size 64 48`` (H W)."""
+class _MultiValueOption(click.Option):
+    """An option followed by several values (``--size 64 48``, ``--weights 2 2 1 1``): it takes
+    the tokens after its first value while ``takes(token)`` holds, up to ``max_values`` in all,
+    and hands them on joined by spaces; the rest stay arguments."""
 
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("type", int)
-        super().__init__(*args, **kwargs)
+    max_values: int | None = None
+
+    @staticmethod
+    def takes(token: str) -> bool:
+        raise NotImplementedError
 
     def add_to_parser(self, parser, ctx):
         super().add_to_parser(parser, ctx)
-        opt = parser._long_opt.get("--size")
+        opt = parser._long_opt.get(self.opts[0])
         if opt is None:
             return
         original = opt.process
 
         def process(value, state):
             values = [value]
-            while state.rargs and state.rargs[0].isdigit() and len(values) < 2:
+            while (state.rargs and self.takes(state.rargs[0])
+                   and (self.max_values is None or len(values) < self.max_values)):
                 values.append(state.rargs.pop(0))
             original(" ".join(values), state)
 
         opt.process = process
+
+
+class _SizeOption(_MultiValueOption):
+    """``--size 56`` or ``--size 64 48`` (H W)."""
+
+    max_values = 2
+    takes = staticmethod(str.isdigit)
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("type", int)
+        super().__init__(*args, **kwargs)
 
     def type_cast_value(self, ctx, value):
         if value is None:
@@ -710,24 +726,11 @@ def _is_weights_token(token: str) -> bool:
     return True
 
 
-class _WeightsOption(click.Option):
+class _WeightsOption(_MultiValueOption):
     """``--weights 2 2 1 1`` (or ``2,2,1,1``): takes the numbers that follow it, so result
     files before or after the option stay arguments."""
 
-    def add_to_parser(self, parser, ctx):
-        super().add_to_parser(parser, ctx)
-        opt = parser._long_opt.get("--weights")
-        if opt is None:
-            return
-        original = opt.process
-
-        def process(value, state):
-            values = [value]
-            while state.rargs and _is_weights_token(state.rargs[0]):
-                values.append(state.rargs.pop(0))
-            original(" ".join(values), state)
-
-        opt.process = process
+    takes = staticmethod(_is_weights_token)
 
     def type_cast_value(self, ctx, value):
         if not isinstance(value, str):

@@ -34,7 +34,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from .layouts import Layout, layout as get_layout
-from .transforms import Clip, Compose, test_pipeline, train_pipeline
+from .skeleton import (MODALITIES as SKELETON_MODALITIES, center_3d, flip_skeleton,
+                       normalize_2d, random_rotate, random_scale, to_modality)
+from .transforms import Clip, Compose, test_pipeline, train_pipeline, uniform_sample_indices
 
 __all__ = ["sample_rng", "PoseDataset", "SkeletonDataset", "ResumableSampler", "StepRenderer",
            "model_input", "RENDER_PLACES", "MODES"]
@@ -200,10 +202,8 @@ class SkeletonDataset(_ReopenByPath):
     def __init__(self, store, names: Sequence[str], *, train: bool, clip_len: int,
                  modality: str = "joint", num_clips: int = 1, max_persons: int = 2,
                  rotate: float = 0.0, scale: float = 0.0, flip: bool = False, seed: int = 0):
-        from .skeleton import MODALITIES
-
-        if modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got "
+        if modality not in SKELETON_MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(SKELETON_MODALITIES)}; got "
                              f"{modality!r}")
         if train and (num_clips != 1 or flip):
             raise ValueError("training samples one unflipped clip per sequence")
@@ -224,10 +224,6 @@ class SkeletonDataset(_ReopenByPath):
 
     def skeleton(self, epoch: int, index: int) -> np.ndarray:
         """The input of one item: [M, T, V, 3] (train) or [views * clips, M, T, V, 3]."""
-        from .skeleton import (center_3d, flip_skeleton, normalize_2d, random_rotate,
-                               random_scale, to_modality)
-        from .transforms import uniform_sample_indices
-
         rec = self.store[self.names[index]]
         kp, sc = rec.keypoints, rec.scores
         v = self.layout.num_joints

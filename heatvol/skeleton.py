@@ -28,15 +28,12 @@ from __future__ import annotations
 import numpy as np
 
 from .layouts import Layout, layout as get_layout
+from .transforms import valid_mask
 
 __all__ = ["MODALITIES", "normalize_2d", "center_3d", "random_rotate", "random_scale",
            "flip_skeleton", "to_bone", "to_motion", "to_modality"]
 
 MODALITIES = ("joint", "bone", "joint-motion", "bone-motion")
-
-
-def _valid(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    return (scores > 0) & np.isfinite(keypoints).all(axis=-1)
 
 
 def normalize_2d(keypoints: np.ndarray, scores: np.ndarray,
@@ -49,7 +46,7 @@ def normalize_2d(keypoints: np.ndarray, scores: np.ndarray,
     h, w = (float(v) for v in img_shape)
     if h <= 0 or w <= 0:
         raise ValueError(f"image shape must be positive (H, W), got {img_shape}")
-    valid = _valid(keypoints, scores)
+    valid = valid_mask(keypoints, scores)
     half = np.array([w / 2, h / 2])
     with np.errstate(over="ignore", invalid="ignore"):
         xy = (keypoints.astype(np.float64) - half) / half
@@ -65,7 +62,7 @@ def center_3d(keypoints: np.ndarray, scores: np.ndarray, center: int) -> np.ndar
     Every person is shifted by one offset: the ``center`` joint of person 0 at the first
     frame where it is present (no shift when it never is). Missing joints are zero.
     """
-    valid = _valid(keypoints, scores)
+    valid = valid_mask(keypoints, scores)
     present = np.flatnonzero(valid[0, :, center]) if len(valid) else np.zeros(0, int)
     origin = keypoints[0, present[0], center].astype(np.float64) if len(present) else 0.0
     with np.errstate(over="ignore", invalid="ignore"):
