@@ -34,9 +34,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from .layouts import Layout, layout as get_layout
-from .skeleton import (MODALITIES as SKELETON_MODALITIES, center_3d, flip_skeleton,
+from .skeleton import (MODALITIES as SKELETON_MODALITIES, align_3d, center_3d, flip_skeleton,
                        normalize_2d, random_rotate, random_scale, to_modality)
-from .transforms import Clip, Compose, test_pipeline, train_pipeline, uniform_sample_indices
+from .transforms import (Clip, Compose, test_pipeline, train_pipeline, uniform_sample_indices,
+                         valid_mask)
 
 __all__ = ["sample_rng", "PoseDataset", "SkeletonDataset", "ResumableSampler", "StepRenderer",
            "model_input", "RENDER_PLACES", "MODES"]
@@ -188,7 +189,8 @@ class SkeletonDataset(_ReopenByPath):
     Per sequence: the ``max_persons`` persons with the highest summed score (zero persons pad
     the rest); 2D stores: :func:`~heatvol.skeleton.normalize_2d` by the image shape (x, y in
     [-1, 1], score channel), 3D stores: :func:`~heatvol.skeleton.center_3d` on the layout's
-    centre joint; training only: random rotation (``rotate`` radians, one limit or three for
+    centre joint, then with ``align`` :func:`~heatvol.skeleton.align_3d` (one canonical
+    view); training only: random rotation (``rotate`` radians, one limit or three for
     x, y, z in 3D; 0 = off) and scaling
     (``scale``, 0 = off); the ``modality``; PoseC3D's uniform sampling of ``clip_len`` frames
     (random in training, ``num_clips`` deterministic clips in testing; sequences shorter
@@ -201,7 +203,8 @@ class SkeletonDataset(_ReopenByPath):
 
     def __init__(self, store, names: Sequence[str], *, train: bool, clip_len: int,
                  modality: str = "joint", num_clips: int = 1, max_persons: int = 2,
-                 rotate: float = 0.0, scale: float = 0.0, flip: bool = False, seed: int = 0):
+                 rotate: float = 0.0, scale: float = 0.0, align: bool = False,
+                 flip: bool = False, seed: int = 0):
         if modality not in SKELETON_MODALITIES:
             raise ValueError(f"modality must be one of {', '.join(SKELETON_MODALITIES)}; got "
                              f"{modality!r}")
@@ -210,6 +213,10 @@ class SkeletonDataset(_ReopenByPath):
         self.store, self.names = store, list(names)
         self.layout: Layout = get_layout(store.layout)
         self.dims = int(store.dims)
+        if align and (self.dims != 3 or self.layout.spine is None):
+            raise ValueError(f"align needs a 3D store whose layout has spine and shoulder joints; "
+                             f"{store.path} is {self.dims}D {self.layout.name}")
+        self.align = bool(align)
         self.train, self.clip_len, self.modality = train, int(clip_len), modality
         self.num_clips, self.max_persons = int(num_clips), int(max_persons)
         self.rotate = tuple(rotate) if isinstance(rotate, (list, tuple)) else float(rotate)
@@ -236,6 +243,8 @@ class SkeletonDataset(_ReopenByPath):
             x = normalize_2d(kp, sc, _img_shape(rec))
         else:
             x = center_3d(kp, sc, self.layout.center)
+            if self.align:
+                x = align_3d(x, valid_mask(kp, sc), self.layout)
         rng = sample_rng(self.seed, epoch, index) if self.train else None
         if self.train and np.any(np.asarray(self.rotate) > 0):
             x = random_rotate(x, rng, self.rotate, dims=self.dims)

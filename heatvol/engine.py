@@ -71,6 +71,7 @@ class TrainConfig:
     rotate: float | list = 0.0            # GCNs, training: random rotation up to this (radians;
                                           # 3D: one limit or three, about x, y, z)
     scale: float = 0.0                    # GCNs, training: random scaling by 1 +- this
+    align: bool = False                   # GCNs, 3D: turn each sequence to one canonical view
     clip_len: int = 48
     size: int = 56
     test_size: int | None = None          # default: size
@@ -543,7 +544,8 @@ def _dataset(cfg: TrainConfig, store, names, *, train: bool, render: str, num_cl
         return SkeletonDataset(store, names, train=train, clip_len=cfg.clip_len,
                                modality=cfg.modality, num_clips=num_clips,
                                max_persons=cfg.max_persons, rotate=cfg.rotate if train else 0,
-                               scale=cfg.scale if train else 0, flip=flip and not train,
+                               scale=cfg.scale if train else 0, align=cfg.align,
+                               flip=flip and not train,
                                seed=cfg.seed)
     return PoseDataset(store, names, train=train, clip_len=cfg.clip_len,
                        size=cfg.size if train else (cfg.test_size or cfg.size), mode=cfg.mode,
@@ -551,8 +553,8 @@ def _dataset(cfg: TrainConfig, store, names, *, train: bool, render: str, num_cl
                        sigma=cfg.sigma, seed=cfg.seed, area_range=cfg.area_range)
 
 
-_MUST_MATCH = ("model", "mode", "modality", "clip_len", "size", "batch_size", "seed", "max_persons",
-               "train_split", "sigma")
+_MUST_MATCH = ("model", "mode", "modality", "align", "clip_len", "size", "batch_size", "seed",
+               "max_persons", "train_split", "sigma")
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -591,6 +593,10 @@ def train(cfg: TrainConfig) -> dict:
         raise ConfigError(f"{store.path}: heatmap volumes need 2D keypoints; this store is "
                           f"{store.dims}D (train a graph model on 3D: --model msg3d, dualhead or "
                           f"stgcn)")
+    if cfg.align and not (gcn and store.dims == 3 and get_layout(store.layout).spine):
+        raise ConfigError(f"{store.path}: align turns 3D skeletons of a layout with spine and "
+                          f"shoulder joints (ntu25, kinect20); this store is {store.dims}D "
+                          f"{store.layout} (drop --set align=true)")
     classes = _classes(store)
     if store.splits:
         train_names = _split_names(store, cfg.train_split, "training")

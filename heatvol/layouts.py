@@ -29,6 +29,10 @@ class Layout:
     bones: tuple[tuple[int, int], ...]
     edges: tuple[tuple[int, int], ...]
     center: int  # the body-centre joint (3D centring, GCN inputs)
+    # 3D view alignment (MS-G3D's pre-normalisation): the spine bone (bottom, top) is turned
+    # onto +z, then the shoulder line (right, left) onto +x. None: the layout is not aligned.
+    spine: tuple[int, int] | None = None
+    shoulders: tuple[int, int] | None = None
 
     @property
     def num_joints(self) -> int:
@@ -73,6 +77,8 @@ def _check(lay: Layout) -> Layout:
             assert 0 <= a < k and 0 <= b < k, (lay.name, group, a, b)
     assert sorted(c for c, _ in lay.bones) == list(range(k)), (lay.name, "bones must cover every joint once")
     assert 0 <= lay.center < k
+    assert (lay.spine is None) == (lay.shoulders is None)
+    assert all(0 <= j < k for j in (lay.spine or ()) + (lay.shoulders or ()))
     return lay
 
 
@@ -132,6 +138,8 @@ NTU25 = _check(Layout(
                       (23, 8), (24, 25), (25, 12))),
     edges=_one_based(_NTU_EDGES_1B),
     center=1,  # spine mid, as MS-G3D's pre-normalisation
+    spine=(0, 1),       # spine base -> spine mid (MS-G3D: zaxis=[0, 1])
+    shoulders=(8, 4),   # right - left shoulder (MS-G3D: xaxis=[8, 4])
 ))
 
 _KINECT_EDGES_1B = ((1, 2), (2, 3), (4, 3), (5, 3), (6, 5), (7, 6), (8, 7), (9, 3), (10, 9),
@@ -152,6 +160,8 @@ KINECT20 = _check(Layout(
                       (17, 1), (18, 17), (19, 18), (20, 19))),
     edges=_one_based(_KINECT_EDGES_1B),
     center=1,  # spine
+    spine=(0, 1),       # hip centre -> spine, the same joints as NTU's
+    shoulders=(8, 4),   # right - left shoulder
 ))
 
 PENN13 = _check(Layout(

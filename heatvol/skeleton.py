@@ -5,6 +5,7 @@ is a small function on arrays; :class:`heatvol.data.SkeletonDataset` chains them
 
     x = normalize_2d(keypoints, scores, img_shape)      # 2D: [M, T, V, 3] (x, y, score)
     x = center_3d(keypoints, scores, layout.center)     # 3D: [M, T, V, 3] (x, y, z)
+    x = align_3d(x, valid_mask(keypoints, scores), layout)   # 3D, optional: canonical view
     x = random_scale(random_rotate(x, rng, 0.3), rng, 0.1)   # training only
     x = to_modality(x, "bone", layout, has_score=True)
     x = x[:, uniform_sample_indices(...)]               # clip_len frames
@@ -14,7 +15,9 @@ Conventions (pyskl's, which the official MS-G3D / DualHead-Net code shares):
 - A missing joint (score <= 0 or a non-finite coordinate) is all zeros, score included.
 - 2D: ``(x, y)`` maps the image to [-1, 1] (``2 x / W - 1``), the score is the third channel.
 - 3D: coordinates are centred on the body-centre joint of the first person, at the first frame
-  where it is present (one offset per sequence, as pyskl's ``PreNormalize3D``).
+  where it is present (one offset per sequence, as pyskl's ``PreNormalize3D``). Optionally
+  (:func:`align_3d`) the sequence is then turned to one canonical view, after the last two
+  steps of MS-G3D's ``pre_normalization``.
 - Bones: ``bone[v] = joint[v] - joint[parent(v)]`` (the root is its own parent: 0); motion:
   ``m[t] = x[t + 1] - x[t]``, ``m[T - 1] = 0``. With a score channel, the third channel of a
   bone / a motion is the mean score of its two joints / frames (pyskl). A bone or a motion
@@ -30,7 +33,7 @@ import numpy as np
 from .layouts import Layout, layout as get_layout
 from .transforms import valid_mask
 
-__all__ = ["MODALITIES", "normalize_2d", "center_3d", "random_rotate", "random_scale",
+__all__ = ["MODALITIES", "normalize_2d", "center_3d", "align_3d", "rotation_onto", "random_rotate", "random_scale",
            "flip_skeleton", "to_bone", "to_motion", "to_modality"]
 
 MODALITIES = ("joint", "bone", "joint-motion", "bone-motion")
@@ -68,6 +71,64 @@ def center_3d(keypoints: np.ndarray, scores: np.ndarray, center: int) -> np.ndar
     with np.errstate(over="ignore", invalid="ignore"):
         out = keypoints.astype(np.float64) - origin
     return np.where(valid[..., None], out, 0).astype(np.float32)
+
+
+def rotation_onto(v: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 3x3 rotation that turns direction ``v`` onto ``target``: by the angle between them,
+    about ``v x target`` (MS-G3D's ``rotation_matrix(cross(v, t), angle_between(v, t))``).
+
+    Identity when ``v`` is (near) zero or already along ``target``; when it points the
+    opposite way, a half turn about an axis perpendicular to it (MS-G3D returns the identity
+    there, leaving that rare sequence upside down).
+    """
+    v, t = np.asarray(v, np.float64), np.asarray(target, np.float64)
+    nv, nt = np.linalg.norm(v), np.linalg.norm(t)
+    if nv < 1e-6 or nt < 1e-12:
+        return np.eye(3)
+    v, t = v / nv, t / nt
+    cos = float(np.clip(v @ t, -1.0, 1.0))
+    axis = np.cross(v, t)
+    sin = float(np.linalg.norm(axis))
+    if sin < 1e-6:
+        if cos > 0:
+            return np.eye(3)
+        axis = np.cross(v, np.eye(3)[np.argmin(np.abs(v))])  # any axis perpendicular to v
+        sin, cos = 0.0, -1.0
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + sin * k + (1 - cos) * (k @ k)  # Rodrigues
+
+
+def align_3d(x: np.ndarray, present: np.ndarray, layout: str | Layout) -> np.ndarray:
+    """Turn a centred 3D sequence to one canonical view: [M, T, V, 3] -> same, float32.
+
+    After MS-G3D's ``pre_normalization`` (steps 3-4): at the first frame where person 0 has
+    both ends of the layout's spine and shoulder line (``present``: [M, T, V] bool, the joints
+    that were seen; the centre joint is zero where it was the origin, so zeros cannot tell),
+    rotate every joint of every person and frame so that the spine (bottom -> top) points
+    along +z, then about z so that the shoulder line (right - left) points along +x in the
+    ground plane. A camera looking from another side sees the same numbers, which is what
+    cross-view recognition needs. Missing (all-zero) joints stay zero; without such a frame
+    the input is returned as is.
+
+    The second turn is about z only, where MS-G3D turns about ``shoulders x (+x)``: theirs
+    also tilts the spine off +z when the shoulders are not square to it, and when the body
+    faces away (shoulders near -x) the axis of its half turn is set by noise and can put the
+    body upside down.
+    """
+    lay = get_layout(layout)
+    if lay.spine is None:
+        raise ValueError(f"layout {lay.name} has no spine / shoulder joints to align a view by")
+    frames = np.flatnonzero(present[0][:, list(lay.spine + lay.shoulders)].all(axis=-1)
+                            if len(present) else np.zeros(0, bool))
+    if not len(frames):
+        return x.astype(np.float32, copy=True)
+    pose = x[0, frames[0]].astype(np.float64)
+    (bottom, top), (right, left) = lay.spine, lay.shoulders
+    to_z = rotation_onto(pose[top] - pose[bottom], [0.0, 0.0, 1.0])
+    shoulders = to_z @ (pose[right] - pose[left])
+    to_x = _rotation(np.array([0.0, 0.0, -np.arctan2(shoulders[1], shoulders[0])]))
+    return (x.astype(np.float64) @ (to_x @ to_z).T).astype(np.float32)
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:

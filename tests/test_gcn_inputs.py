@@ -13,8 +13,8 @@ from hypothesis import given, settings, strategies as st
 import heatvol
 from heatvol.data import SkeletonDataset
 from heatvol.layouts import layout
-from heatvol.skeleton import (center_3d, flip_skeleton, normalize_2d, random_rotate,
-                              random_scale, to_bone, to_modality, to_motion)
+from heatvol.skeleton import (align_3d, center_3d, flip_skeleton, normalize_2d, random_rotate,
+                              random_scale, rotation_onto, to_bone, to_modality, to_motion)
 
 LAYOUTS = ["coco17", "openpose18", "ntu25", "kinect20", "penn13"]
 
@@ -182,6 +182,118 @@ def test_flip_is_a_mirror_and_an_involution(pose):
     np.testing.assert_allclose(f, expected, atol=1e-5)
 
 
+# --------------------------------------------------------------------------- view alignment
+
+
+def official_rotation_matrix(axis, theta):
+    """MS-G3D's data_gen/rotation.py: Euler-Rodrigues, counter-clockwise about ``axis``."""
+    if np.abs(axis).sum() < 1e-6 or np.abs(theta) < 1e-6:
+        return np.eye(3)
+    axis = np.asarray(axis, np.float64) / math.sqrt(np.dot(axis, axis))
+    a = math.cos(theta / 2.0)
+    b, c, d = -axis * math.sin(theta / 2.0)
+    aa, bb, cc, dd = a * a, b * b, c * c, d * d
+    bc, ad, ac, ab, bd, cd = b * c, a * d, a * c, a * b, b * d, c * d
+    return np.array([[aa + bb - cc - dd, 2 * (bc + ad), 2 * (bd - ac)],
+                     [2 * (bc - ad), aa + cc - bb - dd, 2 * (cd + ab)],
+                     [2 * (bd + ac), 2 * (cd - ab), aa + dd - bb - cc]])
+
+
+def official_angle_between(v1, v2):
+    v1, v2 = v1 / np.linalg.norm(v1), v2 / np.linalg.norm(v2)
+    return np.arccos(np.clip(np.dot(v1, v2), -1.0, 1.0))
+
+
+def ref_align(x, present, lay):
+    """Joint by joint, at the first frame where person 0 has all four joints: MS-G3D's turn of
+    the spine onto +z, then a turn about z that lays the shoulder line along +x."""
+    joints = lay.spine + lay.shoulders
+    frame = next((t for t in range(x.shape[1]) if all(present[0, t, j] for j in joints)), None)
+    out = x.astype(np.float64).copy()
+    if frame is None:
+        return out
+    (bottom, top), (right, left) = lay.spine, lay.shoulders
+    spine = out[0, frame, top] - out[0, frame, bottom]
+    rot = official_rotation_matrix(np.cross(spine, [0, 0, 1]),
+                                   official_angle_between(spine, [0, 0, 1]))
+    shoulders = rot @ (out[0, frame, right] - out[0, frame, left])
+    rot = official_rotation_matrix([0, 0, 1], -math.atan2(shoulders[1], shoulders[0])) @ rot
+    for idx in np.ndindex(*out.shape[:3]):
+        out[idx] = rot @ out[idx]
+    return out
+
+
+vectors = st.lists(st.floats(-10, 10), min_size=3, max_size=3).filter(
+    lambda v: np.linalg.norm(v) > 1e-3)
+
+
+@settings(max_examples=80, deadline=None)
+@given(vectors, vectors)
+def test_rotation_onto_turns_v_onto_target(v, target):
+    rot = rotation_onto(v, target)
+    np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-9)
+    assert np.linalg.det(rot) == pytest.approx(1.0)
+    np.testing.assert_allclose(rot @ (np.array(v) / np.linalg.norm(v)),
+                               np.array(target) / np.linalg.norm(target), atol=1e-6)
+
+
+@pytest.mark.parametrize("v", [[0, 0, 2.0], [0, 0, -2.0], [1e-9, 0, -1.0]])
+def test_rotation_onto_parallel_and_opposite(v):
+    rot = rotation_onto(v, [0, 0, 1])
+    np.testing.assert_allclose(rot @ v, [0, 0, np.linalg.norm(v)], atol=1e-6)
+    np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(poses.filter(lambda p: layout(p[3]).spine is not None))
+def test_align_3d_matches_reference(pose):
+    seed, m, t, name = pose
+    lay = layout(name)
+    kp, sc = messy_pose(seed, m, t, lay.num_joints, 3)
+    kp[np.abs(kp) > 1e6] = np.nan  # 1e30 is finite but squares to inf in the reference
+    x = center_3d(kp, sc, lay.center)
+    present = (sc > 0) & np.isfinite(kp).all(-1)
+    out = align_3d(x, present, lay)
+    assert out.dtype == np.float32 and out.shape == x.shape and np.isfinite(out).all()
+    assert (out[~present] == 0).all()  # missing joints stay zero
+    np.testing.assert_allclose(out, ref_align(x, present, lay), rtol=1e-5, atol=1e-4)
+    # lengths (bones, distances to the origin) are kept
+    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), np.linalg.norm(x, axis=-1),
+                               rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["ntu25", "kinect20"]))
+def test_align_3d_removes_the_camera_view(seed, name):
+    """Seen from any camera (a random rotation), a body aligns to the same numbers: the spine
+    along +z, the shoulders along +x in the ground plane, even where they are not square to
+    the spine, and facing away from the camera."""
+    lay = layout(name)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2, 5, lay.num_joints, 3))
+    x[0, 0, lay.spine[0]] = 0
+    x[0, 0, lay.spine[1]] = [0, 0, 0.5]
+    x[0, 0, lay.shoulders[0]] = [0.2, 0.3, 0.5]
+    x[0, 0, lay.shoulders[1]] = [-0.2, 0.3, 0.4]
+    present = np.ones(x.shape[:3], bool)  # the spine's bottom, at the origin, was seen
+    np.testing.assert_allclose(align_3d(x.astype(np.float32), present, lay), x, atol=1e-6)
+    camera = rotation_onto(rng.normal(size=3), rng.normal(size=3)) @ rotation_onto(
+        [1, 0, 0], rng.normal(size=3))
+    seen = (x @ camera.T).astype(np.float32)
+    np.testing.assert_allclose(align_3d(seen, present, lay), x, atol=1e-5)
+
+
+def test_align_3d_without_a_complete_frame_and_without_joints():
+    lay = layout("kinect20")
+    x = np.random.default_rng(0).normal(size=(2, 3, 20, 3)).astype(np.float32)
+    present = np.ones(x.shape[:3], bool)
+    present[0, :, lay.shoulders[1]] = False  # person 0's left shoulder is never seen
+    np.testing.assert_array_equal(align_3d(x, present, lay), x)
+    np.testing.assert_array_equal(align_3d(x[:0], present[:0], lay), x[:0])  # nobody
+    with pytest.raises(ValueError, match="penn13 has no spine"):
+        align_3d(np.ones((1, 2, 13, 3), np.float32), np.ones((1, 2, 13), bool), "penn13")
+
+
 # --------------------------------------------------------------------------- dataset
 
 
@@ -214,6 +326,21 @@ def test_skeleton_dataset_items(tmp_path, dims):
     x = test[0]["skeleton"]
     assert x.shape == (6, 2, 12, 20, 3)
     np.testing.assert_array_equal(x[3:], np.stack([flip_skeleton(c, "kinect20") for c in x[:3]]))
+
+
+def test_skeleton_dataset_aligns_3d_views(tmp_path):
+    store = make_store(tmp_path / "p.h5", 3)
+    names = store.split("test")
+    plain = SkeletonDataset(store, names, train=False, clip_len=12, max_persons=2)
+    aligned = SkeletonDataset(store, names, train=False, clip_len=12, max_persons=2, align=True)
+    a, b = plain[0]["skeleton"], aligned[0]["skeleton"]
+    assert not np.allclose(a, b)
+    with np.errstate(over="ignore"):  # the 1e30 joints of messy_pose
+        np.testing.assert_allclose(np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1),
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="align needs a 3D store"):
+        SkeletonDataset(make_store(tmp_path / "q.h5", 2), names, train=False, clip_len=12,
+                        align=True)
 
 
 def test_skeleton_dataset_of_an_empty_sequence(tmp_path):

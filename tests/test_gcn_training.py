@@ -88,7 +88,7 @@ def test_gcn_on_a_3d_store_and_cnn_refuses_it(tmp_path):
     path = tmp_path / "p3.h5"
     make_messy_store(path, dims=3, n=8, persons=1).close()
     summary = train(tiny_gcn(path, tmp_path / "run", model="stgcn", max_persons=1, epochs=1,
-                             rotate=[0.5, 0.5, 0]))
+                             rotate=[0.5, 0.5, 0], align=True))
     assert summary["steps"] == 1
     with pytest.raises(ConfigError, match="3D.*graph model"):
         train(TrainConfig(poses=str(path), work_dir=str(tmp_path / "cnn"), model="x3d",
@@ -103,3 +103,7 @@ def test_gcn_errors_are_one_line(store, tmp_path):
     assert len(res.output.strip().splitlines()) == 1
     res = runner.invoke(main, ["train", str(store), "--preset", "tiny-gcn", "--modality", "bones"])
     assert res.exit_code != 0 and "bone-motion" in res.output
+    res = runner.invoke(main, ["train", str(store), "--preset", "tiny-gcn", "--set", "align=true",
+                               "--work-dir", str(tmp_path)])
+    assert res.exit_code != 0 and "align turns 3D skeletons" in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -77,3 +77,11 @@ def test_unknown_layout_message():
     with pytest.raises(ValueError, match="unknown skeleton layout 'coco18'.*coco17"):
         heatvol.layout("coco18")
     assert set(LAYOUTS) == {"coco17", "openpose18", "ntu25", "kinect20", "penn13", "blazepose33"}
+
+
+@pytest.mark.parametrize("name, bottom, top", [("ntu25", "spine_base", "spine_mid"),
+                                               ("kinect20", "hip_center", "spine")])
+def test_view_alignment_joints(name, bottom, top):
+    lay = heatvol.layout(name)
+    assert [lay.joints[j] for j in lay.spine] == [bottom, top]
+    assert [lay.joints[j] for j in lay.shoulders] == ["right_shoulder", "left_shoulder"]
