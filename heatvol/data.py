@@ -239,21 +239,23 @@ class SkeletonDataset(_ReopenByPath):
             kp = np.zeros((1, t, v, self.dims), np.float32)
             sc = np.zeros((1, t, v), np.float32)
         kp, sc = _fixed_persons(kp, sc, self.max_persons)
+        present = valid_mask(kp, sc)
         if self.dims == 2:
             x = normalize_2d(kp, sc, _img_shape(rec))
         else:
             x = center_3d(kp, sc, self.layout.center)
             if self.align:
-                x = align_3d(x, valid_mask(kp, sc), self.layout)
+                x = align_3d(x, present, self.layout)
         rng = sample_rng(self.seed, epoch, index) if self.train else None
         if self.train and np.any(np.asarray(self.rotate) > 0):
             x = random_rotate(x, rng, self.rotate, dims=self.dims)
         if self.train and self.scale > 0:
             x = random_scale(x, rng, self.scale, dims=self.dims)
-        views = [x, flip_skeleton(x, self.layout)] if self.flip else [x]
-        has_score = self.dims == 2
-        views = [to_modality(view, self.modality, self.layout, has_score=has_score)
-                 for view in views]
+        views = [(x, present)]
+        if self.flip:
+            views.append((flip_skeleton(x, self.layout), present[..., self.layout.flip_index()]))
+        views = [to_modality(view, seen, self.modality, self.layout, has_score=self.dims == 2)
+                 for view, seen in views]
         t = x.shape[1]
         if self.train:
             return np.ascontiguousarray(

@@ -7,7 +7,7 @@ is a small function on arrays; :class:`heatvol.data.SkeletonDataset` chains them
     x = center_3d(keypoints, scores, layout.center)     # 3D: [M, T, V, 3] (x, y, z)
     x = align_3d(x, valid_mask(keypoints, scores), layout)   # 3D, optional: canonical view
     x = random_scale(random_rotate(x, rng, 0.3), rng, 0.1)   # training only
-    x = to_modality(x, "bone", layout, has_score=True)
+    x = to_modality(x, valid_mask(keypoints, scores), "bone", layout, has_score=True)
     x = x[:, uniform_sample_indices(...)]               # clip_len frames
 
 Conventions (pyskl's, which the official MS-G3D / DualHead-Net code shares):
@@ -34,7 +34,7 @@ from .layouts import Layout, layout as get_layout
 from .transforms import valid_mask
 
 __all__ = ["MODALITIES", "normalize_2d", "center_3d", "align_3d", "rotation_onto", "random_rotate", "random_scale",
-           "flip_skeleton", "to_bone", "to_motion", "to_modality"]
+           "flip_skeleton", "bone_presence", "to_bone", "to_motion", "to_modality"]
 
 MODALITIES = ("joint", "bone", "joint-motion", "bone-motion")
 
@@ -176,31 +176,33 @@ def flip_skeleton(x: np.ndarray, layout: str | Layout) -> np.ndarray:
     return out
 
 
-def _present(x: np.ndarray, has_score: bool) -> np.ndarray:
-    """[M, T, V] bool: a joint is present when its score is positive (2D) or any of its
-    coordinates is non-zero (3D, where missing joints are all zero)."""
-    return x[..., 2] > 0 if has_score else (x != 0).any(axis=-1)
+def bone_presence(present: np.ndarray, layout: str | Layout) -> np.ndarray:
+    """[M, T, V] bool: a bone is present where both of its joints are (the root: its joint)."""
+    lay = get_layout(layout)
+    out = np.zeros_like(present)
+    for child, parent in lay.bones:
+        out[..., child] = present[..., child] & present[..., parent]
+    return out
 
 
-def to_bone(x: np.ndarray, layout: str | Layout, *, has_score: bool) -> np.ndarray:
-    """Bones from joints: [M, T, V, C] -> [M, T, V, C] float32 (see the module docstring)."""
+def to_bone(x: np.ndarray, present: np.ndarray, layout: str | Layout, *,
+            has_score: bool) -> np.ndarray:
+    """Bones from joints: [M, T, V, C] + present [M, T, V] bool -> [M, T, V, C] float32 (see
+    the module docstring)."""
     lay = get_layout(layout)
     child = np.array([c for c, _ in lay.bones])
     parent = np.array([p for _, p in lay.bones])
-    present = _present(x, has_score)
-    both = present[..., child] & present[..., parent]
     out = np.zeros_like(x)
     out[..., child, :] = x[..., child, :] - x[..., parent, :]
     if has_score:
         out[..., child, 2] = (x[..., child, 2] + x[..., parent, 2]) / 2
-    out[..., child, :] *= both[..., None]
+    out *= bone_presence(present, lay)[..., None]
     return out
 
 
-def to_motion(x: np.ndarray, *, has_score: bool) -> np.ndarray:
-    """Motion over time: [M, T, V, C] -> [M, T, V, C] float32, ``m[t] = x[t+1] - x[t]``, the
-    last frame zero (see the module docstring)."""
-    present = _present(x, has_score)
+def to_motion(x: np.ndarray, present: np.ndarray, *, has_score: bool) -> np.ndarray:
+    """Motion over time: [M, T, V, C] + present [M, T, V] bool -> [M, T, V, C] float32,
+    ``m[t] = x[t+1] - x[t]``, the last frame zero (see the module docstring)."""
     both = present[:, 1:] & present[:, :-1]
     out = np.zeros_like(x)
     out[:, :-1] = x[:, 1:] - x[:, :-1]
@@ -210,14 +212,16 @@ def to_motion(x: np.ndarray, *, has_score: bool) -> np.ndarray:
     return out
 
 
-def to_modality(x: np.ndarray, modality: str, layout: str | Layout, *,
+def to_modality(x: np.ndarray, present: np.ndarray, modality: str, layout: str | Layout, *,
                 has_score: bool) -> np.ndarray:
     """``joint`` (x itself), ``bone``, ``joint-motion`` or ``bone-motion`` of joints x
-    [M, T, V, C]."""
+    [M, T, V, C] whose ``present`` [M, T, V] joints were seen. The mask is passed, not read
+    from zeros, because a 3D centre joint is legitimately zero where it was the origin."""
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
     if modality.startswith("bone"):
-        x = to_bone(x, layout, has_score=has_score)
+        x = to_bone(x, present, layout, has_score=has_score)
+        present = bone_presence(present, layout)
     if modality.endswith("motion"):
-        x = to_motion(x, has_score=has_score)
+        x = to_motion(x, present, has_score=has_score)
     return x

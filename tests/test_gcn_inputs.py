@@ -45,27 +45,25 @@ def ref_normalize_2d(kp, sc, img_shape):
     return out
 
 
-def ref_bone(x, lay, has_score):
+def ref_bone(x, present, lay, has_score):
     out = np.zeros_like(x)
     for m, t in np.ndindex(*x.shape[:2]):
         for child, parent in lay.bones:
             a, b = x[m, t, child], x[m, t, parent]
-            if has_score:
-                if a[2] > 0 and b[2] > 0:
-                    out[m, t, child] = (a[0] - b[0], a[1] - b[1], (a[2] + b[2]) / 2)
-            elif a.any() and b.any():
+            if present[m, t, child] and present[m, t, parent]:
                 out[m, t, child] = a - b
+                if has_score:
+                    out[m, t, child, 2] = (a[2] + b[2]) / 2
     return out
 
 
-def ref_motion(x, has_score):
+def ref_motion(x, present, has_score):
     out = np.zeros_like(x)
     for m, t, v in np.ndindex(*x.shape[:3]):
         if t + 1 == x.shape[1]:
             continue
         a, b = x[m, t + 1, v], x[m, t, v]
-        present = (a[2] > 0 and b[2] > 0) if has_score else (a.any() and b.any())
-        if present:
+        if present[m, t + 1, v] and present[m, t, v]:
             out[m, t, v] = a - b
             if has_score:
                 out[m, t, v, 2] = (a[2] + b[2]) / 2
@@ -110,14 +108,33 @@ def test_bone_and_motion_match_reference(pose, two_d):
     lay = layout(name)
     kp, sc = messy_pose(seed, m, t, lay.num_joints, 2 if two_d else 3)
     x = normalize_2d(kp, sc, (48, 64)) if two_d else center_3d(kp, sc, lay.center)
-    bone = to_bone(x, lay, has_score=two_d)
-    np.testing.assert_allclose(bone, ref_bone(x, lay, two_d), rtol=1e-6, atol=1e-6)
-    motion = to_motion(x, has_score=two_d)
-    np.testing.assert_allclose(motion, ref_motion(x, two_d), rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(to_modality(x, "bone-motion", lay, has_score=two_d),
-                                  to_motion(bone, has_score=two_d))
-    assert (to_modality(x, "joint", lay, has_score=two_d) == x).all()
+    present = (sc > 0) & np.isfinite(kp).all(-1)
+    bone = to_bone(x, present, lay, has_score=two_d)
+    np.testing.assert_allclose(bone, ref_bone(x, present, lay, two_d), rtol=1e-6, atol=1e-6)
+    motion = to_motion(x, present, has_score=two_d)
+    np.testing.assert_allclose(motion, ref_motion(x, present, two_d), rtol=1e-6, atol=1e-6)
+    bone_present = np.stack([present[..., c] & present[..., p] for c, p in sorted(lay.bones)], -1)
+    np.testing.assert_array_equal(to_modality(x, present, "bone-motion", lay, has_score=two_d),
+                                  ref_motion(bone, bone_present, two_d))
+    assert (to_modality(x, present, "joint", lay, has_score=two_d) == x).all()
     assert (motion[:, -1] == 0).all()
+
+
+def test_the_3d_origin_joint_has_bones_and_motion():
+    """After centring, the centre joint is exactly zero at its first frame yet present: its
+    bone and its motion there are not dropped."""
+    lay = layout("kinect20")
+    kp = np.random.default_rng(0).normal(size=(1, 3, 20, 3)).astype(np.float32)
+    sc = np.ones((1, 3, 20), np.float32)
+    x = center_3d(kp, sc, lay.center)
+    assert (x[0, 0, lay.center] == 0).all()
+    present = sc > 0
+    parent = dict(lay.bones)[lay.center]
+    bone = to_bone(x, present, lay, has_score=False)
+    np.testing.assert_allclose(bone[0, 0, lay.center], -x[0, 0, parent])
+    motion = to_motion(x, present, has_score=False)
+    np.testing.assert_allclose(motion[0, 0, lay.center], x[0, 1, lay.center])
+    assert np.abs(motion[0, 0, lay.center]).max() > 0
 
 
 def test_bone_of_a_hand_made_skeleton():
@@ -125,7 +142,7 @@ def test_bone_of_a_hand_made_skeleton():
     x = np.zeros((1, 1, 13, 3), np.float32)
     x[0, 0, 0] = (0.1, -0.5, 0.8)
     x[0, 0, 1] = (0.3, -0.2, 0.4)
-    bone = to_bone(x, lay, has_score=True)
+    bone = to_bone(x, x[..., 2] > 0, lay, has_score=True)
     np.testing.assert_allclose(bone[0, 0, 1], (0.2, 0.3, 0.6), rtol=1e-6)
     np.testing.assert_allclose(bone[0, 0, 0], (0, 0, 0.8))  # the root: zero vector, its score
     assert (bone[0, 0, 2:] == 0).all()  # missing joints
@@ -133,7 +150,8 @@ def test_bone_of_a_hand_made_skeleton():
 
 def test_modality_name_is_checked():
     with pytest.raises(ValueError, match="bone-motion"):
-        to_modality(np.zeros((1, 2, 13, 3), np.float32), "bones", "penn13", has_score=True)
+        to_modality(np.zeros((1, 2, 13, 3), np.float32), np.zeros((1, 2, 13), bool), "bones",
+                    "penn13", has_score=True)
 
 
 @settings(max_examples=40, deadline=None)
