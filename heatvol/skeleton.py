@@ -33,8 +33,9 @@ import numpy as np
 from .layouts import Layout, layout as get_layout
 from .transforms import valid_mask
 
-__all__ = ["MODALITIES", "normalize_2d", "center_3d", "align_3d", "rotation_onto", "random_rotate", "random_scale",
-           "flip_skeleton", "bone_presence", "to_bone", "to_motion", "to_modality"]
+__all__ = ["MODALITIES", "normalize_2d", "center_3d", "align_3d", "rotation_onto",
+           "random_rotate", "random_scale", "flip_skeleton", "bone_presence", "to_bone",
+           "to_motion", "to_modality"]
 
 MODALITIES = ("joint", "bone", "joint-motion", "bone-motion")
 
