@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -226,13 +227,10 @@ def _size(values) -> tuple[int, int]:
 class _MultiValueOption(click.Option):
     """An option followed by several values (``--size 64 48``, ``--weights 2 2 1 1``): it takes
     the tokens after its first value while ``takes(token)`` holds, up to ``max_values`` in all,
-    and hands them on joined by spaces; the rest stay arguments."""
+    and hands them on joined by spaces; the rest stay arguments. Subclasses set ``takes``."""
 
     max_values: int | None = None
-
-    @staticmethod
-    def takes(token: str) -> bool:
-        raise NotImplementedError
+    takes: Callable[[str], bool]
 
     def add_to_parser(self, parser, ctx):
         super().add_to_parser(parser, ctx)

@@ -180,9 +180,10 @@ def flip_skeleton(x: np.ndarray, layout: str | Layout) -> np.ndarray:
 def bone_presence(present: np.ndarray, layout: str | Layout) -> np.ndarray:
     """[M, T, V] bool: a bone is present where both of its joints are (the root: its joint)."""
     lay = get_layout(layout)
+    child = np.array([c for c, _ in lay.bones])
+    parent = np.array([p for _, p in lay.bones])
     out = np.zeros_like(present)
-    for child, parent in lay.bones:
-        out[..., child] = present[..., child] & present[..., parent]
+    out[..., child] = present[..., child] & present[..., parent]
     return out
 
 
