@@ -588,7 +588,7 @@ def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, 
       heatvol train --work-dir runs/penn --resume            # continue where it stopped
       torchrun --standalone --nproc-per-node 2 -m heatvol.cli train penn.h5 --preset tiny
     """
-    from .engine import ConfigError, TrainConfig, load_checkpoint, train
+    from .training import ConfigError, TrainConfig, load_checkpoint, train
     from .presets import DEFAULT, PresetError, load_preset
 
     given = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
@@ -678,8 +678,7 @@ def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, rend
       heatvol test penn.h5 -c runs/penn/last.pt --num-clips 1 --json
       heatvol test ucla.h5 -c runs/ucla-b/last.pt --out results/ucla-b.json
     """
-    from .engine import ConfigError
-    from .evaluate import evaluate_checkpoint
+    from .training import ConfigError, evaluate_checkpoint
 
     if not poses.exists() and not poses.with_name(poses.name + ".parts").exists():
         fail(f"{poses}: no such pose store")
@@ -766,9 +765,7 @@ def ensemble_cmd(results, weights, as_json, out, confusion):
       heatvol ensemble joint.json limb.json --out fused.json --confusion fused.png
       heatvol ensemble j.json b.json --json | jq .top1
     """
-    from .engine import ConfigError
-    from .ensemble import fuse_results, load_result
-    from .evaluate import save_confusion_png
+    from .training import ConfigError, fuse_results, load_result, save_confusion_png
 
     try:
         loaded = [load_result(p) for p in results]
