@@ -34,7 +34,7 @@ def resolve_render(render: str, device: torch.device, backend: str = "cuda") -> 
     if render == "auto":
         if device.type != "cuda":
             return "cpu"
-        from ..render.backends import gpu_available
+        from ..render import gpu_available
 
         return "gpu" if gpu_available() else "cpu"
     if render not in ("cpu", "gpu"):
@@ -45,7 +45,7 @@ def resolve_render(render: str, device: torch.device, backend: str = "cuda") -> 
                               f"training step, but the device is {device.type} (no CUDA GPU: "
                               f"torch.cuda.is_available() is "
                               f"{torch.cuda.is_available()}); use --render cpu")
-        from ..render.backends import require_gpu
+        from ..render import require_gpu
 
         try:
             require_gpu()
