@@ -306,7 +306,7 @@ def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype,
       heatvol render penn.h5 --split test --size 64 --num-clips 10 --out penn_test.h5
     """
     from .store import StoreError
-    from .volumes import render_store
+    from .render import render_store
 
     if out is None:
         out = poses.with_name("volumes.h5")
@@ -317,7 +317,7 @@ def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype,
     try:
         res = render_store(poses, out, mode="limb" if limb else "joint", size=size,
                            clip_len=clip_len, num_clips=num_clips, sigma=sigma, split=split,
-                           dtype=dtype, device=device, workers=workers, overwrite=overwrite,
+                           dtype=dtype, render_device=device, workers=workers, overwrite=overwrite,
                            progress=not quiet)
     except (StoreError, KeyError, ValueError, RuntimeError) as exc:
         fail(str(exc).strip("'\""))
@@ -371,14 +371,14 @@ def show_cmd(path, name, out, volume, limb, size, clip_len, num_frames, width, v
         if hasattr(obj, "layout"):  # pose store
             rec = obj[name]
             if volume:
-                from .volumes import _sample_volume
+                from .render.pipeline import sample_volume
                 from .transforms import test_pipeline
                 if obj.dims != 2:
                     fail(f"{path}: volumes need 2D keypoints; this store is {obj.dims}D")
                 pipe = test_pipeline(clip_len, 1, size)
-                vol = _sample_volume(rec, pipeline=pipe, num_clips=1, clip_len=clip_len,
-                                     render_kwargs=dict(size=size, mode="limb" if limb else "joint",
-                                                        layout=obj.layout))[0]
+                vol = sample_volume(rec, pipeline=pipe, num_clips=1,
+                                    render_kwargs=dict(size=size, mode="limb" if limb else "joint",
+                                                       layout=obj.layout))[0]
                 frames = vis.volume_frames(vol)
                 title = f"{name}  {'limb' if limb else 'joint'} volume {list(vol.shape)}"
             else:
