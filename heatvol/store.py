@@ -43,21 +43,27 @@ class StoreError(Exception):
 
 @dataclass(frozen=True)
 class PoseRecord:
-    """One sequence.
+    """One sequence: what a store returns and what an importer loads.
 
-    keypoints: float32 [M, T, K, C] (C = 2 pixels x, y for 2D; 3 for 3D)
-    scores:    float32 [M, T, K] in [0, 1]; 0 marks a missing joint
-    label:     int class index, -1 when unknown
-    img_shape: (H, W) of the source frames for 2D data, None for 3D
+    keypoints:  float32 [M, T, K, C] (C = 2 pixels x, y for 2D; 3 for 3D)
+    scores:     float32 [M, T, K] in [0, 1]; 0 marks a missing joint
+    label:      int class index, -1 when unknown
+    img_shape:  (H, W) of the source frames for 2D data, None for 3D
+    source:     what the sequence came from (a file name, a video path...)
+    class_name: the name of class ``label`` when known (a store fills it from its classes)
+    splits:     the splits the source file itself names (importers); empty when read from a
+                store, whose splits are :meth:`PoseStore.split`
     """
 
     name: str
     keypoints: np.ndarray
     scores: np.ndarray
-    label: int
-    img_shape: tuple[int, int] | None
-    fps: float
-    source: str
+    label: int = -1
+    img_shape: tuple[int, int] | None = None
+    fps: float = 0.0
+    source: str = ""
+    class_name: str | None = None
+    splits: tuple[str, ...] = ()
 
     @property
     def num_persons(self) -> int:
@@ -303,10 +309,13 @@ class PoseStore:
             else:
                 kp, sc = np.zeros((0, k, self.dims), np.float32), np.zeros((0, k), np.float32)
         h, w = (int(v) for v in ix.img_shape[i])
+        label = int(ix.label[i])
+        classes = self._meta["classes"]
         return PoseRecord(name=ix.name[i], keypoints=kp.reshape(m, t, k, self.dims),
-                          scores=sc.reshape(m, t, k), label=int(ix.label[i]),
+                          scores=sc.reshape(m, t, k), label=label,
                           img_shape=(h, w) if h > 0 and w > 0 else None,
-                          fps=float(ix.fps[i]), source=ix.source[i])
+                          fps=float(ix.fps[i]), source=ix.source[i],
+                          class_name=classes[label] if 0 <= label < len(classes) else None)
 
     # -- columns (no array reads) -------------------------------------------------------
     @property
