@@ -102,12 +102,22 @@ def test_uint8_and_float16_outputs(small_store, tmp_path):
 
 
 def test_cuda_without_gpu_is_one_clear_line(small_store, tmp_path):
-    res = CliRunner().invoke(main, ["render", str(small_store), "--device", "cuda",
+    res = CliRunner().invoke(main, ["render", str(small_store), "--render-device", "cuda",
                                     "--out", str(tmp_path / "v.h5"), "-q"])
     assert res.exit_code == 1
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "cuda" in lines[0].lower()
     assert not (tmp_path / "v.h5").exists()
+
+
+def test_old_device_spelling_still_works_with_a_deprecation_line(small_store, tmp_path):
+    res = CliRunner().invoke(main, ["render", str(small_store), "--device", "cpu", "--size",
+                                    "16", "--clip-len", "4", "--out", str(tmp_path / "v.h5"),
+                                    "-q"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0].startswith("heatvol: warning: heatvol render --device is deprecated")
+    assert "--render-device" in lines[0] and "rendered" in lines[1]
 
 
 def test_render_3d_store_is_refused(tmp_path):
