@@ -332,55 +332,73 @@ def _child(args, what: str, workers: int = 0) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _mem(m: dict, key: str = "rss") -> str:
-    return f"{m[key]:.0f}" if m else "-"
+def _m3(m: dict) -> str:
+    return f"{m['rss']:.0f} / {m['pss']:.0f} / {m['uss']:.0f}" if m else "-"
 
 
-def _workers_mem(r: dict, key: str) -> str:
-    return " / ".join(f"{w[key]:.0f}" for w in r["workers"]) or "-"
+def _worker_peak(r: dict) -> dict:
+    ws = r["workers_mem"]
+    return {k: max(w[k] for w in ws) for k in ("rss", "pss", "uss")} if ws else {}
 
 
-def table(build_info: dict, reads: dict, store_ep: list[dict], pickle_ep: list[dict]) -> str:
-    n = build_info["sequences"]
-    lines = [f"sequences {n}, frames {build_info['frames']}, person-frames "
-             f"{build_info['person_frames']} ({build_info['raw_mb']:.0f} MiB of float32 x, y, "
-             f"score); memory in MiB (RSS / PSS / USS)", "",
-             "| format | measure | value |", "| --- | --- | --- |"]
+def _rows(res: dict) -> list[tuple[str, str, str]]:
+    """(measure, store cell, pickle cell) of one size."""
+    b, reads = res["build"], res["reads"]
+    st, pk = res["store_epochs"], res["pickle_epochs"]
+    rows = [
+        ("write", f"{b['store_write_s']:.1f} s ({b['sequences'] / b['store_write_s']:.0f} seq/s)",
+         f"{b['pickle_write_s']:.1f} s"),
+        ("file size (MiB)", f"{b['store_mb']:.0f}", f"{b['pickle_mb']:.0f}"),
+        ("open / pickle.load", f"{reads['open_s'] * 1000:.0f} ms", f"{pk[0]['load_s']:.1f} s"),
+        ("RSS added by open / load (MiB)",
+         f"{reads['opened']['rss'] - reads['base']['rss']:.0f}",
+         f"{pk[0]['loaded']['rss'] - pk[0]['base']['rss']:.0f}"),
+        ("read 1 sequence, cold cache: p50 / p99 (ms)",
+         f"{reads['cold']['p50_ms']:.2f} / {reads['cold']['p99_ms']:.2f}", "in RAM"),
+        ("read 1 sequence, warm cache: p50 / p99 (ms)",
+         f"{reads['warm']['p50_ms']:.2f} / {reads['warm']['p99_ms']:.2f}", "in RAM"),
+    ]
+    for i, (rs, rp) in enumerate(zip(st, pk)):
+        w = rs["workers"]
+        rows.append((f"epoch, {w} workers (sequences/s)", f"{rs['sequences_per_s']:.0f}",
+                     f"{rp['sequences_per_s']:.0f}"))
+    rows.append(("load average (1 min) after each epoch",
+                 ", ".join(f"{r['load_average']:.1f}" for r in st),
+                 ", ".join(f"{r['load_average']:.1f}" for r in pk)))
+    rows.append(("main process before opening: RSS", f"{st[0]['base']['rss']:.0f}",
+                 f"{pk[0]['base']['rss']:.0f}"))
+    for rs, rp in zip(st, pk):
+        rows.append((f"main process, {rs['workers']} workers: RSS / PSS / USS",
+                     _m3(rs["main"]), _m3(rp["main"])))
+    for rs, rp in zip(st, pk):
+        if rs["workers"]:
+            rows.append((f"each of {rs['workers']} workers (largest): RSS / PSS / USS",
+                         _m3(_worker_peak(rs)), _m3(_worker_peak(rp))))
+    return rows
 
-    def row(fmt, what, value):
-        lines.append(f"| {fmt} | {what} | {value} |")
 
-    row("store", "write", f"{build_info['store_write_s']:.1f} s "
-        f"({n / build_info['store_write_s']:.0f} sequences/s, "
-        f"{build_info['raw_mb'] / build_info['store_write_s']:.0f} MiB/s)")
-    row("pickle", "write", f"{build_info['pickle_write_s']:.1f} s")
-    row("store", "file size", f"{build_info['store_mb']:.0f} MiB")
-    row("pickle", "file size", f"{build_info['pickle_mb']:.0f} MiB")
-    row("store", "open", f"{reads['open_s'] * 1000:.0f} ms, "
-        f"+{reads['opened']['rss'] - reads['base']['rss']:.0f} MiB RSS")
-    first = pickle_ep[0]
-    row("pickle", "pickle.load", f"{first['load_s']:.1f} s, "
-        f"+{first['loaded']['rss'] - first['base']['rss']:.0f} MiB RSS")
-    row("store", "read one sequence, cold cache", f"p50 {reads['cold']['p50_ms']:.2f} ms, "
-        f"p99 {reads['cold']['p99_ms']:.2f} ms")
-    row("store", "read one sequence, warm cache", f"p50 {reads['warm']['p50_ms']:.2f} ms, "
-        f"p99 {reads['warm']['p99_ms']:.2f} ms")
-    for fmt, eps in (("store", store_ep), ("pickle", pickle_ep)):
-        for r in eps:
-            w = r["workers"]
-            row(fmt, f"epoch, {w} workers", f"{r['sequences_per_s']:.0f} sequences/s "
-                f"({r['sequences']} in {r['epoch_s']:.1f} s)")
-            row(fmt, f"memory, {w} workers: base; main; each worker",
-                f"{_mem(r['base'])}; {_mem(r['main'])} / {_mem(r['main'], 'pss')} / "
-                f"{_mem(r['main'], 'uss')}; "
-                + ("; ".join(f"{x['rss']:.0f} / {x['pss']:.0f} / {x['uss']:.0f}"
-                             for x in r["workers_mem"]) or "-"))
-    return "\n".join(lines)
+def table(results: list[dict]) -> str:
+    """One Markdown table: a row per measure, store and pickle columns per size."""
+    head = ["measure"]
+    for res in results:
+        n = res["build"]["sequences"]
+        head += [f"store, {n:,}", f"pickle, {n:,}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    per_size = [_rows(res) for res in results]
+    for i, (measure, _, _) in enumerate(per_size[0]):
+        cells = [measure] + [c for rows in per_size for c in rows[i][1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    sizes = "; ".join(f"{r['build']['sequences']:,} sequences: {r['build']['frames']:,} frames, "
+                      f"{r['build']['person_frames']:,} person-frames "
+                      f"({r['build']['raw_mb']:.0f} MiB as float32 x, y, score)"
+                      for r in results)
+    return sizes + ". Memory in MiB.\n\n" + "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sequences", type=int, default=2000)
+    p.add_argument("--sequences", type=int, nargs="+", default=[2000],
+                   help="one or more dataset sizes, measured one after the other")
     p.add_argument("--dir", type=Path, default=Path("/tmp/heatvol_store_scale"))
     p.add_argument("--workers", type=int, default=2, help="the DataLoader run with workers")
     p.add_argument("--batch-size", type=int, default=32)
@@ -402,35 +420,37 @@ def main(argv=None) -> int:
                                                    args.seed),
               "pickle": lambda: measure_pickle_epoch(args.dir, args.workers, args.batch_size,
                                                      args.seed)}[args.measure]
-        print(json.dumps(fn()))
+        res = fn()
+        res["load_average"] = os.getloadavg()[0]  # the machine may be shared: say how busy
+        print(json.dumps(res))
         return 0
 
-    if args.sequences < 1:
+    if min(args.sequences) < 1:
         p.error("--sequences must be >= 1")
-    args.dir = args.dir / f"n{args.sequences}-seed{args.seed}"
-    args.dir.mkdir(parents=True, exist_ok=True)
-    info_path = args.dir / "build.json"
-    if args.rebuild or not info_path.is_file() or not (args.dir / "poses.pkl").is_file():
-        build_info = build(args.dir, args.sequences, args.seed)
-    else:
-        build_info = json.loads(info_path.read_text())
-    reads = _child(args, "reads")
-    store_ep, pickle_ep = [], []
-    for workers in (0, args.workers):
-        store_ep.append(_child(args, "store", workers))
-        pickle_ep.append(_child(args, "pickle", workers))
-    text = table(build_info, reads, store_ep, pickle_ep)
-    print(f"# store_scale: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.2f}")
-    print(text)
+    root, results = args.dir, []
+    for n in args.sequences:
+        args.dir = root / f"n{n}-seed{args.seed}"
+        args.dir.mkdir(parents=True, exist_ok=True)
+        info_path = args.dir / "build.json"
+        if args.rebuild or not info_path.is_file() or not (args.dir / "poses.pkl").is_file():
+            build_info = build(args.dir, n, args.seed)
+        else:
+            build_info = json.loads(info_path.read_text())
+        res = {"build": build_info, "reads": _child(args, "reads"), "store_epochs": [],
+               "pickle_epochs": []}
+        for workers in (0, args.workers):
+            res["store_epochs"].append(_child(args, "store", workers))
+            res["pickle_epochs"].append(_child(args, "pickle", workers))
+        results.append(res)
+        if args.clean:
+            for f in args.dir.iterdir():
+                f.unlink()
+            args.dir.rmdir()
+    print(f"# store_scale: {platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f} at the end")
+    print(table(results))
     if args.json:
-        args.json.write_text(json.dumps({"build": build_info, "reads": reads,
-                                         "store_epochs": store_ep, "pickle_epochs": pickle_ep},
-                                        indent=1))
-    if args.clean:
-        for f in args.dir.iterdir():
-            f.unlink()
-        args.dir.rmdir()
+        args.json.write_text(json.dumps(results, indent=1))
     return 0
 
 
