@@ -133,6 +133,19 @@ class VolumeFile:
                              f"be read ({type(exc).__name__}: {' '.join(str(exc).split())})"
                              ) from None
 
+    def raw_chunk(self, key: str | int) -> tuple[int, bytes]:
+        """(filter mask, bytes) of one sample's chunk exactly as stored (shuffle + deflate;
+        mask 0 when every filter applied): for copying a sample without recompressing it."""
+        i = self._position[key] if isinstance(key, str) else int(key)
+        fi, row = self._where[i]
+        ds = self._handles[fi]["volumes"]
+        try:
+            return ds.id.read_direct_chunk((row,) + (0,) * (ds.ndim - 1))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise StoreError(f"{self._files[fi]}: sample {self._names[i]!r} is damaged, cannot "
+                             f"be read ({type(exc).__name__}: {' '.join(str(exc).split())})"
+                             ) from None
+
     def label(self, key: str | int) -> int:
         i = self._position[key] if isinstance(key, str) else int(key)
         return int(self.labels[i])

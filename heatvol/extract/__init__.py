@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -230,7 +230,8 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
                    progress: bool = True, det_interval: int | None = None,
                    det_config: str | None = None, det_checkpoint: str | None = None,
                    pose_config: str | None = None, pose_checkpoint: str | None = None,
-                   on_failure: Callable[[str, str], None] | None = None) -> ExtractReport:
+                   on_failure: Callable[[str, str], None] | None = None,
+                   only: Container[str] | None = None) -> ExtractReport:
     """Extract poses from videos (files or folders) into the pose store ``out``.
 
     backend: "blazepose" (default; CPU, offline) or "mmpose" (det/pose configs and
@@ -238,6 +239,8 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     (0.5 for both). labels: a labels.csv path or {stem: label}; folder-per-class
     inputs label themselves. workers: videos processed in parallel processes (results are
     written by this process). Returns an ExtractReport; failures are also in the store.
+    only: extract only the inputs of these names (a shard's share, :mod:`heatvol.shard`);
+    classes still come from every input, so shards agree on them.
     """
     from tqdm import tqdm
 
@@ -269,6 +272,8 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
         classes = _assign_labels(items, label_map, writer.classes)
         if classes is not None:
             writer.set_classes(classes)
+        if only is not None:
+            items = [it for it in items if it.name in only]
         todo = []
         for it in items:
             if it.name in writer and not overwrite:

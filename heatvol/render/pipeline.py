@@ -64,7 +64,8 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
                  size=(56, 56), clip_len: int = 48, num_clips: int = 1, sigma: float = 0.6,
                  split: str | None = None, dtype="float32", render_device: str = "auto",
                  workers: int = 1, overwrite: bool = False, progress: bool = True,
-                 commit_every: int = 32, gpu_batch: int = 32) -> dict:
+                 commit_every: int = 32, gpu_batch: int = 32,
+                 names: list[str] | None = None) -> dict:
     """Render every sequence (or a split's) of a pose store into a volume file; resumable.
 
     Each sample goes through PoseC3D's test pipeline (deterministic uniform sampling of
@@ -80,6 +81,9 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
     Errors are :class:`StoreError` naming the file (and the sequence) and the real cause: an
     empty store or split, a damaged or vanished store, a full disk (with the samples kept), a
     second writer on ``out``. What was rendered before an error is kept; no temporary file stays.
+
+    ``names``: render only these sequences of the selection, in this order (a shard's share,
+    :mod:`heatvol.shard`); the settings stored are those of the whole selection.
     """
     height, width = parse_size(size)
     check_render_device(render_device, extra=("cuda-simulator",))
@@ -90,14 +94,14 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
                        clip_len=clip_len, num_clips=num_clips, sigma=sigma, split=split,
                        dtype=dtype, render_device=render_device, workers=workers,
                        overwrite=overwrite, progress=progress, commit_every=commit_every,
-                       gpu_batch=gpu_batch)
+                       gpu_batch=gpu_batch, only=names)
     finally:
         store.close()
 
 
 def _render(store: PoseStore, poses, out, *, mode, height, width, clip_len, num_clips, sigma,
             split, dtype, render_device, workers, overwrite, progress, commit_every,
-            gpu_batch) -> dict:
+            gpu_batch, only=None) -> dict:
     if store.dims != 2:
         raise StoreError(f"{poses}: holds {store.dims}D keypoints ({store.layout.name}); "
                          f"heatmap volumes need 2D pixel coordinates")
@@ -105,6 +109,12 @@ def _render(store: PoseStore, poses, out, *, mode, height, width, clip_len, num_
     if not names:
         raise StoreError(f"{poses}: split {split!r} is empty; nothing to render" if split
                          else f"{poses}: the store holds no sequences; nothing to render")
+    if only is not None:
+        known = set(names)
+        unknown = [n for n in only if n not in known]
+        if unknown:
+            raise StoreError(f"{poses}: no sequence named {unknown[0]!r} in the selection")
+        names = list(only)
     lay = store.layout
     channels = lay.channel_names(mode)
     render_kwargs = dict(size=(height, width), sigma=sigma, mode=mode, layout=lay, dtype=dtype,
