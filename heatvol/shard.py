@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The names of a shard's files belong to the merge (``heatvol merge`` reads manifests by hand).
-from .merge import done_path, manifest_path, shard_path
+from .merge import done_path, manifest_path, remove_part_files, shard_path
 
 __all__ = ["Shard", "ShardError", "parse_shard", "shard_from_env", "resolve_shard", "assign",
            "pin_gpu", "shard_path", "manifest_path", "done_path", "shard_paths",
@@ -201,12 +201,26 @@ def _write_manifest(part: Path, shard: Shard, kind: str, job: str, names: Sequen
         "out": out.name, "names": list(names), "positions": [int(p) for p in positions]}))
 
 
-def _already_merged(out: Path, names: Sequence[str], part: Path, kind: str) -> bool:
+def _already_merged(out: Path, names: Sequence[str], part: Path, kind: str,
+                    expect: Mapping | None = None) -> bool:
     """Whether ``out`` is a finished merge holding every name of this shard (a rerun after
-    the job is complete), checked only when this shard's files are gone."""
+    the job is complete), checked only when this shard's files are gone. ``expect``: settings
+    a volume file must have been rendered with (else the rerun is refused, as without shards)."""
     if manifest_path(part).exists() or not out.exists():
         return False
     from .merge import output_names
+
+    if expect:
+        from .volumes import VolumeFile
+
+        with VolumeFile(out) as vf:
+            have = {k: list(vf.settings.get("shape", [])[-2:]) if k == "size"
+                    else vf.settings.get(k) for k in expect}
+        if have != dict(expect):
+            diff = ", ".join(f"{k}: {have[k]!r} there, {v!r} now"
+                             for k, v in expect.items() if have[k] != v)
+            raise ShardError(f"{out}: holds volumes rendered with other settings ({diff}); use "
+                             f"--overwrite or another --out")
 
     have = output_names(out, kind)
     missing = [n for n in names if n not in have]
@@ -252,12 +266,7 @@ def finish_shard(out: str | os.PathLike, shard: Shard, *, merge: bool = True) ->
 
 def remove_shard_files(out: str | os.PathLike, count: int) -> None:
     """Remove every shard's output, manifest and done marker (after a successful merge)."""
-    from .parts import PartFiles
-
-    for part in shard_paths(out, count):
-        done_path(part).unlink(missing_ok=True)  # first: a half-removed job is "not done"
-        PartFiles(part).remove_all()
-        manifest_path(part).unlink(missing_ok=True)
+    remove_part_files(shard_paths(out, count))
 
 
 # --------------------------------------------------------------------------- runners
@@ -272,7 +281,7 @@ class _Plan:
 
 
 def _plan(out: Path, shard: Shard, kind: str, names: Sequence[str], work: Sequence[float],
-          settings: object, overwrite: bool) -> _Plan | None:
+          settings: object, overwrite: bool, expect: Mapping | None = None) -> _Plan | None:
     """This shard's names and part path; writes the manifest. None: the job is already merged."""
     positions = assign(names, work, shard.count)[shard.index]
     mine = [names[i] for i in positions]
@@ -284,7 +293,7 @@ def _plan(out: Path, shard: Shard, kind: str, names: Sequence[str], work: Sequen
         PartFiles(part).remove_all()
         manifest_path(part).unlink(missing_ok=True)
         done_path(part).unlink(missing_ok=True)
-    elif _already_merged(out, mine, part, kind):
+    elif _already_merged(out, mine, part, kind, expect):
         return None
     done_path(part).unlink(missing_ok=True)  # running again: not done until it finishes
     _write_manifest(part, shard, kind, job, mine, positions, len(names), out)
@@ -299,10 +308,21 @@ def render_shard(poses: str | os.PathLike, out: str | os.PathLike, shard: Shard,
     in the store (persons x frames, from the index; nothing is read). ``render_kwargs`` as
     :func:`heatvol.render.render_store`. Returns render_store's dict plus "shard", "part",
     "merged", "waiting" (shards not done yet) and "note"."""
+    import inspect
+
+    import numpy as np
+
+    from .params import parse_size
     from .render import render_store
     from .store import PoseStore
 
     out = Path(out)
+    given = {k: p.default for k, p in inspect.signature(render_store).parameters.items()
+             if p.default is not inspect.Parameter.empty}
+    given.update(render_kwargs, split=split)
+    expect = {k: given[k] for k in ("mode", "clip_len", "num_clips", "sigma", "split")}
+    expect["dtype"] = np.dtype(given["dtype"]).name
+    expect["size"] = list(parse_size(given["size"]))
     with PoseStore(poses) as store:
         names = store.split(split) if split else store.names()
         pos = {n: i for i, n in enumerate(store.names())}
@@ -312,11 +332,10 @@ def render_shard(poses: str | os.PathLike, out: str | os.PathLike, shard: Shard,
                 **{k: v for k, v in render_kwargs.items()
                    if k not in ("progress", "workers", "render_device", "gpu_batch",
                                 "commit_every")}}
-    plan = _plan(out, shard, "volumes", names, work, settings, overwrite)
+    plan = _plan(out, shard, "volumes", names, work, settings, overwrite, expect)
     base = {"shard": str(shard), "part": None, "rendered": 0, "skipped": 0}
     if plan is None:
-        return {**base, "total": 0, "merged": True, "waiting": [],
-                "note": f"{out}: already merged; nothing to do"}
+        return {**base, "total": 0, "merged": True, "waiting": [], "note": None}
     base["part"] = str(plan.part)
     if plan.names:
         res = render_store(poses, plan.part, split=split, names=plan.names, **render_kwargs)
@@ -360,8 +379,7 @@ def extract_shard(inputs, out: str | os.PathLike, shard: Shard, *, overwrite: bo
     plan = _plan(out, shard, "poses", names, work, settings, overwrite)
     info = {"shard": str(shard), "part": None}
     if plan is None:
-        return ExtractReport(), {**info, "merged": True, "waiting": [],
-                                 "note": f"{out}: already merged; nothing to do"}
+        return ExtractReport(), {**info, "merged": True, "waiting": [], "note": None}
     info["part"] = str(plan.part)
     if plan.names:
         report = extract(inputs, plan.part, only=set(plan.names), **extract_kwargs)

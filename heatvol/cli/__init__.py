@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import poses, training, volumes
+from . import poses, shards, training, volumes
 from .common import CONTEXT
 
 __all__ = ["main"]
@@ -36,5 +36,6 @@ def main():
 
 for _command in (poses.extract_cmd, poses.import_cmd, poses.export_cmd, poses.info_cmd,
                  poses.check_cmd, volumes.render_cmd, volumes.show_cmd, training.train_cmd,
-                 training.test_cmd, training.ensemble_cmd, training.presets_cmd):
+                 training.test_cmd, training.ensemble_cmd, training.presets_cmd,
+                 shards.merge_cmd):
     main.add_command(_command)

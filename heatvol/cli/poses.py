@@ -15,6 +15,7 @@ import click
 
 from .common import (CONTEXT, EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USAGE, LazyChoice, fail,
                      one_line)
+from .shards import SHARD_HELP
 
 
 def interruptible(kept: str):
@@ -86,10 +87,11 @@ def open_any(path: Path):
               "bundled HRNet-w32 COCO 256x192].")
 @click.option("--pose-checkpoint", default=None, help="mmpose: pose checkpoint (path or URL).")
 @click.option("--overwrite", is_flag=True, help="Redo videos already in the store.")
+@click.option("--shard", "shard_opt", default=None, metavar="K/N", help=SHARD_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_interval, workers,
                 device, labels, det_config, det_checkpoint, pose_config, pose_checkpoint,
-                overwrite, quiet):
+                overwrite, quiet, shard_opt=None):
     """Extract tracked 2D poses from videos into a pose store.
 
     Each video becomes one sequence named by its file stem, with T = its decoded frame
@@ -127,6 +129,19 @@ def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_in
     def on_failure(name, reason):
         click.echo(f"heatvol: failed {name}: {reason}", err=True)
 
+    from .shards import SHARD_ERRORS, report_shard, shard_option
+
+    shard = shard_option(shard_opt)
+    sharded = {}
+    if shard is not None:
+        from ..shard import extract_shard
+
+        def extract_videos(inputs, out, **kwargs):  # noqa: F811 - this shard's share
+            report, info = extract_shard(inputs, out, shard, **kwargs)
+            sharded.update(info, extracted=len(report.extracted), skipped=len(report.skipped),
+                           total=len(report.extracted) + len(report.skipped) + len(report.failed))
+            return report
+
     try:
         report = extract_videos(list(inputs), out, backend=backend, layout=layout,
                                 max_persons=max_persons, det_score_thr=det_score_thr,
@@ -137,16 +152,18 @@ def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_in
                                 on_failure=on_failure)
     except BackendUnavailable as exc:
         fail(exc)
-    except (ExtractError, StoreError, ValueError, FileNotFoundError) as exc:
+    except (ExtractError, StoreError, ValueError, FileNotFoundError, *SHARD_ERRORS) as exc:
         fail(exc)
     except KeyboardInterrupt:
         fail("interrupted; videos finished so far are in the store (run again to resume)",
              EXIT_INTERRUPTED)
-    click.echo(f"{out}: extracted {len(report.extracted)} videos"
+    click.echo(f"{sharded.get('part') or out}: extracted {len(report.extracted)} videos"
                + (f" ({report.frames:,} frames, {report.fps:.1f} frames/s)"
                   if report.extracted else "")
                + (f", {len(report.skipped)} already there" if report.skipped else "")
                + (f", {len(report.failed)} failed" if report.failed else ""))
+    if sharded:
+        report_shard(out, sharded, quiet_part=True)
     if report.failed:
         sys.exit(EXIT_SKIPPED)
 

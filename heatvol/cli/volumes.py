@@ -6,12 +6,14 @@ Exit codes as every command (docs/cli.md): 0 done, 1 an error (one line), 2 a us
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
 from .common import CONTEXT, EXIT_USAGE, SizeOption, deprecated, fail, one_line, require_store
 from .poses import interruptible, open_any, warn
+from .shards import SHARD_HELP, SHARD_ERRORS, report_shard, shard_option
 
 
 @click.command("render", context_settings=CONTEXT)
@@ -37,10 +39,11 @@ from .poses import interruptible, open_any, warn
 @click.option("--workers", default=1, show_default=True, help="Rendering processes (each with "
               "cores/workers Numba threads).")
 @click.option("--overwrite", is_flag=True, help="Start the volume file afresh instead of resuming.")
+@click.option("--shard", "shard_opt", default=None, metavar="K/N", help=SHARD_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @interruptible("samples rendered so far are kept (run the same command again to resume)")
 def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype, render_device,
-               old_device, workers, overwrite, quiet):
+               old_device, workers, overwrite, shard_opt, quiet):
     """Render K x T x H x W heatmap volumes from a pose store (PoseC3D's pseudo-heatmaps).
 
     Each sequence goes through PoseC3D's test pipeline (uniform sampling of --num-clips clips
@@ -56,6 +59,7 @@ def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype,
       heatvol render penn.h5 --split test --size 64 --num-clips 10 --out penn_test.h5
     """
     from ..render import render_store
+    from ..shard import render_shard
     from ..store import StoreError
 
     if old_device is not None:
@@ -66,17 +70,22 @@ def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype,
     require_store(poses)
     if out.resolve() == poses.resolve():
         fail(f"{out}: the output would overwrite the pose store", EXIT_USAGE)
+    shard = shard_option(shard_opt)
+    run = render_store if shard is None else functools.partial(render_shard, shard=shard)
     try:
-        res = render_store(poses, out, mode="limb" if limb else "joint", size=size,
+        res = run(poses, out, mode="limb" if limb else "joint", size=size,
                            clip_len=clip_len, num_clips=num_clips, sigma=sigma, split=split,
                            dtype=dtype, render_device=render_device or "auto", workers=workers, overwrite=overwrite,
                            progress=not quiet)
-    except (StoreError, KeyError, ValueError, RuntimeError) as exc:
+    except (StoreError, KeyError, ValueError, RuntimeError, *SHARD_ERRORS) as exc:
         fail(exc)
     except OSError as exc:  # the output folder cannot be written, ...
         fail(f"{exc.filename or out}: {exc.strerror or exc}")
     if res.get("note"):
         warn(res["note"])
+    if shard is not None:
+        report_shard(out, res)
+        return
     click.echo(f"{out}: rendered {res['rendered']} samples"
                + (f" ({res['skipped']} already there)" if res["skipped"] else "")
                + f", {res['total']} in all")
