@@ -338,3 +338,34 @@ def test_two_extraction_shards_merge_into_the_one_process_store(clips, tmp_path)
     assert sum(len(r.extracted) for r, _ in reports) == 3
     assert_same_store(one, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.h5", "poses.h5"]
+
+
+def test_more_shards_than_sequences_through_the_cli(tmp_path):
+    """Shards given nothing write nothing and still count as done; the CLI reads --shard and
+    the torchrun environment, and a bad --shard is a usage error."""
+    from heatvol.store import PoseWriter
+
+    rng = np.random.default_rng(1)
+    poses = tmp_path / "poses.h5"
+    with PoseWriter(poses, layout="coco17", classes=["x", "y"]) as w:
+        for i, t in enumerate((9, 30, 17)):
+            kp = rng.uniform(10, 90, (2, t, 17, 2))
+            w.append(f"s{i}", kp, rng.uniform(0.1, 1, (2, t, 17)), label=i % 2,
+                     img_shape=(100, 120))
+        w.set_splits({"train": ["s2", "s0", "s1"]})
+    args = ["render", str(poses), "--split", "train", "--size", "24", "--clip-len", "8",
+            "--render-device", "cpu", "-q"]
+    runner = CliRunner()
+    res = runner.invoke(main, args + ["--out", str(tmp_path / "one.h5")])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "v.h5"
+    for k in (4, 0, 2, 1):
+        res = runner.invoke(main, args + ["--out", str(out)],
+                            env={"RANK": str(k), "WORLD_SIZE": "5"})
+        assert res.exit_code == 0, res.output
+        assert "waiting for shard(s)" in res.output and not out.exists()
+    res = runner.invoke(main, args + ["--out", str(out), "--shard", "3/5"])
+    assert res.exit_code == 0 and "all shards merged" in res.output, res.output
+    assert_same_volumes(tmp_path / "one.h5", out)  # the split's order, s2 first
+    res = runner.invoke(main, args + ["--out", str(out), "--shard", "5/5"])
+    assert res.exit_code == 2 and "need 0 <= K < N" in res.output
