@@ -136,6 +136,11 @@ STEP_BUDGETS = {
               "train_throughput_cpu": 75, "train_throughput_gpu": 75},
     "accuracy": {"import": 60, "train": 320, "test": 100, "ensemble": 20},
 }
+# Python modules each part needs on the machine (heatvol's runtime dependencies that its
+# commands import; CuPy is optional: without it the CuPy interop check says "not installed").
+NEEDS = {"speed": ["heatvol", "numpy", "numba", "torch", "h5py", "click", "yaml", "tqdm"],
+         "accuracy": ["heatvol", "numpy", "numba", "torch", "h5py", "click", "yaml", "tqdm",
+                      "matplotlib"]}   # matplotlib: `heatvol test` writes a confusion PNG
 UCLA_STREAMS = ["joint", "bone", "joint-motion", "bone-motion"]
 UCLA_WEIGHTS = [2, 2, 1, 1]
 
@@ -352,6 +357,18 @@ def _json_lines(text: str) -> list[dict]:
 # ---------------------------------------------------------------------------- speed part
 
 
+DATASETS = {"penn": ("penn_action", "penn-action", "penn.h5"),
+            "ucla": ("nw_ucla", "nw-ucla", "ucla.h5")}
+
+
+def _store(key: str, data: Path, work: Path) -> tuple[Path, Job | None]:
+    """A dataset's pose store: DATA/<store>.h5 when given, else imported into WORK."""
+    sub, fmt, name = DATASETS[key]
+    if (data / name).is_file():
+        return data / name, None
+    return work / name, Job(f"import_{key}", Commands.import_store(fmt, data / sub, work / name))
+
+
 def run_speed(args, sched: dict, data: Path, work: Path, logs: Path, machine: dict,
               start: float | None = None) -> dict:
     part = Part("speed", args.budget, logs, start)
@@ -361,13 +378,14 @@ def run_speed(args, sched: dict, data: Path, work: Path, logs: Path, machine: di
     cores = os.cpu_count() or 1
     has_pytest = bool(machine.get("pytest"))
 
-    penn = work / "penn.h5"
+    penn, import_penn = _store("penn", data, work)
     eq = sched["equivalence"]
-    jobs = [Job("import_penn", Commands.import_store("penn-action", data / "penn_action", penn)),
-            Job("equivalence", Commands.worker(
+    jobs = [Job("equivalence", Commands.worker(
                 "correctness", "--backend", backend, "--batches", str(eq["batches"]),
                 "--batch", str(eq["batch"]), "--frames", str(eq["frames"]),
                 "--sizes", *map(str, eq["sizes"])), env=sim_env)]
+    if import_penn:
+        jobs.insert(0, import_penn)
     if has_pytest:
         jobs.append(Job("pytest_test_cuda", Commands.pytest_cuda()))
     runs = part.run("correctness", jobs)
@@ -383,7 +401,7 @@ def run_speed(args, sched: dict, data: Path, work: Path, logs: Path, machine: di
                                    "machine (the equivalence above is the same check)"}
 
     rc = sched["render_cli"]
-    if runs["import_penn"]["status"] == "ok":
+    if import_penn is None or runs["import_penn"]["status"] == "ok":
         cpu_out, gpu_out = work / "render_cpu.h5", work / "render_cuda.h5"
         common = dict(size=rc["size"], dtype=rc["dtype"], split=rc["split"])
         jobs = [Job("cpu", Commands.render(penn, cpu_out, device="cpu",
@@ -504,10 +522,13 @@ def run_accuracy(args, sched: dict, data: Path, work: Path, logs: Path,
                  start: float | None = None) -> dict:
     part = Part("accuracy", args.budget, logs, start)
     res: dict = {"schedules": {"penn": sched["penn"], "ucla": sched["ucla"]}}
-    penn, ucla = work / "penn.h5", work / "ucla.h5"
-    runs = part.run("import", [
-        Job("penn", Commands.import_store("penn-action", data / "penn_action", penn)),
-        Job("ucla", Commands.import_store("nw-ucla", data / "nw_ucla", ucla))])
+    (penn, import_penn), (ucla, import_ucla) = _store("penn", data, work), _store("ucla", data, work)
+    jobs = [job for job in (import_penn, import_ucla) if job]
+    runs = part.run("import", jobs) if jobs else {}
+    ready = {key: job is None or runs[job.label]["status"] == "ok"
+             for key, job in (("penn", import_penn), ("ucla", import_ucla))}
+    res["stores"] = {"penn": str(penn), "ucla": str(ucla),
+                     "given": [k for k, j in (("penn", import_penn), ("ucla", import_ucla)) if not j]}
 
     p, u = sched["penn"], sched["ucla"]
     # epochs in proportion to the training budget (a --budget below 540 s trains less)
@@ -516,7 +537,7 @@ def run_accuracy(args, sched: dict, data: Path, work: Path, logs: Path,
     res["schedules"]["epochs_run"] = {"penn": p_epochs, "ucla": u_epochs}
     jobs, streams = [], {}
     threads = str(max(1, (os.cpu_count() or 1) // 6))
-    if runs["penn"]["status"] == "ok":
+    if ready["penn"]:
         for mode in ("joint", "limb"):
             name = f"penn_{mode}"
             streams[name] = (penn, work / "runs" / name, p)
@@ -526,7 +547,7 @@ def run_accuracy(args, sched: dict, data: Path, work: Path, logs: Path,
                 device=p["device"], render=p["render"], limb=mode == "limb", sets=p["sets"],
                 max_steps=p.get("max_steps"), clip_len=p.get("clip_len"), size=p.get("size")),
                 env={"OMP_NUM_THREADS": threads}))
-    if runs["ucla"]["status"] == "ok":
+    if ready["ucla"]:
         for modality in UCLA_STREAMS:
             name = f"ucla_{modality.replace('-', '_')}"
             streams[name] = (ucla, work / "runs" / name, u)
@@ -763,8 +784,8 @@ def _worker_probe(_argv) -> int:
     info = {"python": platform.python_version(), "cpu_count": os.cpu_count(),
             "cpu": platform.processor() or platform.machine(), "host": platform.node(),
             "load_average": [round(x, 2) for x in os.getloadavg()]}
-    for mod in ("numpy", "numba", "torch", "cupy", "h5py", "cv2", "click", "pytest",
-                "hypothesis"):
+    for mod in ("numpy", "numba", "torch", "cupy", "h5py", "cv2", "click", "scipy", "tqdm",
+                "matplotlib", "yaml", "pytest", "hypothesis"):
         if importlib.util.find_spec(mod) is None:
             info[mod] = None
             continue
@@ -772,6 +793,13 @@ def _worker_probe(_argv) -> int:
             info[mod] = getattr(__import__(mod), "__version__", "present")
         except Exception as exc:  # noqa: BLE001 - a broken install is a finding
             info[mod] = f"broken: {type(exc).__name__}: {exc}"
+    try:
+        import heatvol
+
+        info["heatvol"] = f"{heatvol.__version__} ({Path(heatvol.__file__).parent})"
+    except Exception as exc:  # noqa: BLE001
+        info["heatvol"] = None
+        info["heatvol_error"] = f"{type(exc).__name__}: {exc}"
     info["gpu"] = "none"
     try:
         import torch
@@ -950,6 +978,11 @@ WORKERS = {"probe": _worker_probe, "correctness": _worker_correctness}
 def _subset(data: Path, dest: Path, every: dict) -> Path:
     """Dry run: every n-th file of each dataset, as symlinks (all classes, both splits)."""
     for sub, n in (("penn_action", every["penn_every"]), ("nw_ucla", every["ucla_every"])):
+        for store in ("penn.h5", "ucla.h5"):   # given stores are used whole
+            if (data / store).is_file() and not (dest / store).exists():
+                (dest / store).symlink_to((data / store).resolve())
+        if not (data / sub).is_dir():
+            continue
         folder = dest / sub
         if folder.exists():
             shutil.rmtree(folder)
@@ -992,10 +1025,11 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true",
                    help="CPU only: CUDA simulator, tiny settings, a data subset")
     args = p.parse_args(argv)
-    for sub in ("penn_action", "nw_ucla"):
-        if not (args.data / sub).is_dir():
+    for sub, store in (("penn_action", "penn.h5"), ("nw_ucla", "ucla.h5")):
+        if not (args.data / sub).is_dir() and not (args.data / store).is_file():
             print(f"gpu_acceptance.py: {args.data / sub}: no such folder (--data must hold "
-                  f"penn_action/ and nw_ucla/)", file=sys.stderr)
+                  f"penn_action/ and nw_ucla/, or the pose stores penn.h5 and ucla.h5)",
+                  file=sys.stderr)
             return 2
     # versions, the GPU, whether pytest / hypothesis / CuPy are here (counted in the first part)
     t_start = time.monotonic()
@@ -1007,6 +1041,14 @@ def main(argv=None) -> int:
         print(f"gpu_acceptance.py: no usable CUDA GPU here (torch: {machine.get('gpu')}, "
               f"numba.cuda available: {machine.get('numba_cuda_available')}); --dry-run runs "
               f"without one", file=sys.stderr)
+        return 2
+    parts = ["speed", "accuracy"] if args.part == "all" else [args.part]
+    missing = sorted({m for part in parts for m in NEEDS[part] if not machine.get(m)})
+    if not (args.data / "penn.h5").is_file() and not machine.get("scipy"):
+        missing.append("scipy (to import Penn Action's .mat files; or give penn.h5 in --data)")
+    if missing:
+        print(f"gpu_acceptance.py: missing on this machine: {', '.join(missing)} (see "
+              f"docs/gpu.md, 'What the GPU machine needs')", file=sys.stderr)
         return 2
 
     out = args.out.resolve()
@@ -1035,7 +1077,6 @@ def main(argv=None) -> int:
                    "commit": _commit(), "command": " ".join(["gpu_acceptance.py", *argv]),
                    "targets": TARGETS, "json": str(json_path), "markdown": str(md_path)})
     report["machine"] = machine
-    parts = ["speed", "accuracy"] if args.part == "all" else [args.part]
     for name in parts:
         print(f"gpu_acceptance: part {name} (budget {args.budget:.0f} s)"
               + (" [dry run]" if args.dry_run else ""), flush=True)
