@@ -8,7 +8,7 @@
 Per (mode, size, B), T=48, M=2, K=17 coco17, sigma=0.6, float32 output, realistic poses
 (benchmarks/render_cpu.py's generator):
 
-- cpu samples/s: render_batch(backend="cpu") into a preallocated output, all Numba threads;
+- cpu samples/s: render_batch(render_device="cpu") into a preallocated output, all Numba threads;
 - gpu samples/s: the CUDA kernel alone, inputs and output already on the device, timed with
   CUDA events over repeats (median);
 - ratio gpu / cpu;

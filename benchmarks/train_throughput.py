@@ -2,7 +2,7 @@
 with volumes rendered in the DataLoader workers (``--render cpu``) or inside the step on the
 GPU (``--render gpu``).
 
-It runs the real training loop (:func:`heatvol.engine.train`) for ``--warmup + --steps``
+It runs the real training loop (:func:`heatvol.training.train`) for ``--warmup + --steps``
 optimiser steps on a pose store and reports the steps after the warm-up; nothing is
 validated or kept (a temporary work dir).
 
@@ -27,7 +27,7 @@ import torch
 
 
 def run(args, render: str) -> dict:
-    from heatvol.engine import ConfigError, TrainConfig, train
+    from heatvol.training import ConfigError, TrainConfig, train
     from heatvol.presets import load_preset
 
     settings = load_preset(args.preset) if args.preset else {}

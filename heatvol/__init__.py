@@ -4,21 +4,24 @@ The pipeline, one front door per stage::
 
     heatvol.PoseStore(path)          # store: (x, y, score) triplets in HDF5      (heatvol/store.py)
     heatvol.transforms               # sampling, cropping, resizing, flipping     (heatvol/transforms.py)
-    heatvol.render_volume(kp, sc)    # K x T x H x W heatmap volumes              (heatvol/render.py)
+    heatvol.render_volume(kp, sc)    # K x T x H x W heatmap volumes              (heatvol/render/)
 """
 
 __version__ = "0.1.0"
 
 from .layouts import Layout, layout  # noqa: E402
-from .store import PoseRecord, PoseStore, PoseWriter  # noqa: E402
+
+# Where each lazily imported front door lives: the store pulls in h5py, the renderer Numba, so
+# `import heatvol` (and `heatvol --help`) stays fast until one is used.
+_LAZY = {"PoseStore": "store", "PoseWriter": "store", "PoseRecord": "store",
+         "render_volume": "render", "render_batch": "render"}
 
 
 def __getattr__(name):
-    # The renderer pulls in Numba; import it only when asked for, so `import heatvol` stays fast.
-    if name in ("render_volume", "render_batch"):
-        from . import render
+    if name in _LAZY:
+        import importlib
 
-        return getattr(render, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'heatvol' has no attribute {name!r}")
 
 

@@ -36,8 +36,8 @@ import numpy as np
 from .layouts import Layout, layout as get_layout
 from .skeleton import (MODALITIES as SKELETON_MODALITIES, align_3d, center_3d, flip_skeleton,
                        normalize_2d, random_rotate, random_scale, to_modality)
-from .transforms import (Clip, Compose, test_pipeline, train_pipeline, uniform_sample_indices,
-                         valid_mask)
+from .transforms import (Clip, Compose, clips_first, test_pipeline, train_pipeline,
+                         uniform_sample_indices, valid_mask)
 
 __all__ = ["sample_rng", "PoseDataset", "SkeletonDataset", "ResumableSampler", "StepRenderer",
            "model_input", "RENDER_PLACES", "MODES"]
@@ -158,10 +158,7 @@ class PoseDataset(_ReopenByPath):
         rng = sample_rng(self.seed, epoch, index) if self.train else None
         clip = self.pipeline(Clip(kp, sc, _img_shape(rec)), rng)
         kp, sc = _fixed_persons(clip.keypoints, clip.scores, self.max_persons)
-        m, _, k, _ = kp.shape
-        c = self.num_clips
-        kp = kp.reshape(m, c, self.clip_len, k, 2).transpose(1, 0, 2, 3, 4)
-        sc = sc.reshape(m, c, self.clip_len, k).transpose(1, 0, 2, 3)
+        kp, sc = clips_first(kp, self.num_clips), clips_first(sc, self.num_clips)
         return np.ascontiguousarray(kp), np.ascontiguousarray(sc)
 
     def __getitem__(self, item):
@@ -175,7 +172,7 @@ class PoseDataset(_ReopenByPath):
             from .render import render_batch
 
             out = {"volume": render_batch(kp, sc, size=self.size, sigma=self.sigma,
-                                          mode=self.mode, layout=self.layout, backend="cpu")}
+                                          mode=self.mode, layout=self.layout, render_device="cpu")}
         if self.train:  # drop the clips axis
             out = {k: v[0] for k, v in out.items()}
         out["label"] = label
@@ -261,9 +258,7 @@ class SkeletonDataset(_ReopenByPath):
             return np.ascontiguousarray(
                 views[0][:, uniform_sample_indices(t, self.clip_len, train=True, rng=rng)])
         idx = uniform_sample_indices(t, self.clip_len, num_clips=self.num_clips, train=False)
-        m, c = x.shape[0], self.num_clips
-        clips = [view[:, idx].reshape(m, c, self.clip_len, v, 3).transpose(1, 0, 2, 3, 4)
-                 for view in views]
+        clips = [clips_first(view[:, idx], self.num_clips) for view in views]
         return np.ascontiguousarray(np.concatenate(clips))
 
     def __getitem__(self, item):
@@ -362,11 +357,11 @@ class StepRenderer:
             kp = kp.to(device, non_blocking=True)
             sc = sc.to(device, non_blocking=True)
             vol = render_batch(kp, sc, size=self.size, sigma=self.sigma, mode=self.mode,
-                               layout=self.layout, backend="cuda")
+                               layout=self.layout, render_device="cuda")
         else:
             vol = torch.from_numpy(render_batch(kp.numpy(), sc.numpy(), size=self.size,
                                                 sigma=self.sigma, mode=self.mode,
-                                                layout=self.layout, backend=self.backend))
+                                                layout=self.layout, render_device=self.backend))
             vol = vol.to(device, non_blocking=True)
         return vol.reshape(lead + tuple(vol.shape[1:]))
 

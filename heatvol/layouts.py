@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .params import check_mode
+
 __all__ = ["Layout", "layout", "LAYOUTS", "BLAZEPOSE33_TO_COCO17"]
 
 
@@ -41,6 +43,16 @@ class Layout:
     @property
     def num_limbs(self) -> int:
         return len(self.limbs)
+
+    def channels(self, mode: str) -> int:
+        """Channels of a ``mode`` volume: K joints for "joint", L limbs for "limb"."""
+        return self.num_joints if check_mode(mode) == "joint" else self.num_limbs
+
+    def channel_names(self, mode: str) -> list[str]:
+        """One name per channel: the joint names, or "a-b" per limb."""
+        if check_mode(mode) == "joint":
+            return list(self.joints)
+        return [f"{self.joints[a]}-{self.joints[b]}" for a, b in self.limbs]
 
     def flip_index(self) -> list[int]:
         """Permutation of joints under a horizontal flip: ``flipped[j] = joints[perm[j]]``."""

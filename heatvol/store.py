@@ -17,11 +17,8 @@ The store is the contract between extraction, rendering and training. See
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import re
-import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +27,12 @@ import h5py
 import numpy as np
 
 from .layouts import Layout, layout as get_layout
+from .parts import PartFiles, WriterBusy, WriterLock
 
 __all__ = ["PoseRecord", "PoseStore", "PoseWriter", "StoreError", "FORMAT_VERSION"]
 
 FORMAT_NAME = "heatvol-posestore"
 FORMAT_VERSION = 1
-_PART_RE = re.compile(r"^part-(\d{8})\.h5$")
 _ROWS_PER_CHUNK = 2048
 _STR = h5py.string_dtype("utf-8")
 
@@ -46,21 +43,27 @@ class StoreError(Exception):
 
 @dataclass(frozen=True)
 class PoseRecord:
-    """One sequence.
+    """One sequence: what a store returns and what an importer loads.
 
-    keypoints: float32 [M, T, K, C] (C = 2 pixels x, y for 2D; 3 for 3D)
-    scores:    float32 [M, T, K] in [0, 1]; 0 marks a missing joint
-    label:     int class index, -1 when unknown
-    img_shape: (H, W) of the source frames for 2D data, None for 3D
+    keypoints:  float32 [M, T, K, C] (C = 2 pixels x, y for 2D; 3 for 3D)
+    scores:     float32 [M, T, K] in [0, 1]; 0 marks a missing joint
+    label:      int class index, -1 when unknown
+    img_shape:  (H, W) of the source frames for 2D data, None for 3D
+    source:     what the sequence came from (a file name, a video path...)
+    class_name: the name of class ``label`` when known (a store fills it from its classes)
+    splits:     the splits the source file itself names (importers); empty when read from a
+                store, whose splits are :meth:`PoseStore.split`
     """
 
     name: str
     keypoints: np.ndarray
     scores: np.ndarray
-    label: int
-    img_shape: tuple[int, int] | None
-    fps: float
-    source: str
+    label: int = -1
+    img_shape: tuple[int, int] | None = None
+    fps: float = 0.0
+    source: str = ""
+    class_name: str | None = None
+    splits: tuple[str, ...] = ()
 
     @property
     def num_persons(self) -> int:
@@ -72,38 +75,6 @@ class PoseRecord:
 
 
 # --------------------------------------------------------------------------- file helpers
-
-
-def _parts_dir(path: Path) -> Path:
-    return path.with_name(path.name + ".parts")
-
-
-def _lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    _fsync_file(path)
-
-
-def _list_parts(path: Path) -> list[tuple[int, Path]]:
-    pdir = _parts_dir(path)
-    if not pdir.is_dir():
-        return []
-    parts = []
-    for entry in pdir.iterdir():
-        m = _PART_RE.match(entry.name)
-        if m:
-            parts.append((int(m.group(1)), entry))
-    return sorted(parts)
 
 
 def _open_h5(path: Path) -> h5py.File:
@@ -205,7 +176,7 @@ class PoseStore:
     def __init__(self, path: str | os.PathLike, *, in_memory: bool = False):
         self.path = Path(path)
         main_exists = self.path.is_file()
-        if not main_exists and not _parts_dir(self.path).is_dir():
+        if not main_exists and not PartFiles(self.path).dir.is_dir():
             raise StoreError(f"{self.path}: no such pose store (create one with `heatvol import` "
                              f"or `heatvol extract`)")
         self._files: list[Path] = []
@@ -220,7 +191,7 @@ class PoseStore:
                 meta = _read_meta(f)
                 indices.append(_Index.read(f))
             self._files.append(self.path)
-        for part_id, ppath in _list_parts(self.path):
+        for part_id, ppath in PartFiles(self.path).list():
             if part_id <= merged_through:
                 continue  # already merged; a compaction was killed before deleting it
             with _open_h5(ppath) as f:
@@ -338,10 +309,13 @@ class PoseStore:
             else:
                 kp, sc = np.zeros((0, k, self.dims), np.float32), np.zeros((0, k), np.float32)
         h, w = (int(v) for v in ix.img_shape[i])
+        label = int(ix.label[i])
+        classes = self._meta["classes"]
         return PoseRecord(name=ix.name[i], keypoints=kp.reshape(m, t, k, self.dims),
-                          scores=sc.reshape(m, t, k), label=int(ix.label[i]),
+                          scores=sc.reshape(m, t, k), label=label,
                           img_shape=(h, w) if h > 0 and w > 0 else None,
-                          fps=float(ix.fps[i]), source=ix.source[i])
+                          fps=float(ix.fps[i]), source=ix.source[i],
+                          class_name=classes[label] if 0 <= label < len(classes) else None)
 
     # -- columns (no array reads) -------------------------------------------------------
     @property
@@ -479,12 +453,17 @@ class PoseWriter:
         self.commit_every = max(1, int(commit_every))
         self.compact_on_close = compact_on_close
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = self._acquire_lock()
+        self._parts = PartFiles(self.path)
+        try:
+            self._lock = WriterLock(self.path).acquire()
+        except WriterBusy as exc:
+            raise StoreError(f"{self.path}: another process is writing this store; wait for it "
+                             f"to finish") from exc
         try:
             self._clean_leftovers()
-            exists = self.path.is_file() or bool(_list_parts(self.path))
+            exists = self.path.is_file() or bool(self._parts.list())
             if exists and mode == "w":
-                self._remove_store()
+                self._parts.remove_all()
                 exists = False
             if exists:
                 with PoseStore(self.path) as old:
@@ -512,38 +491,14 @@ class PoseWriter:
             self.layout = get_layout(meta["layout"])
             if classes is not None:
                 self.set_classes(classes)
-            parts = _list_parts(self.path)
-            self._next_part = max([pid for pid, _ in parts] + [self._merged_through()]) + 1
+            self._next_part = self._parts.next_id(self._merged_through())
             self._buffer: dict[str, tuple] = {}
             self._closed = False
         except BaseException:
-            self._release_lock()
+            self._lock.release()
             raise
 
     # -- locking and recovery ---------------------------------------------------------------
-    def _acquire_lock(self) -> int:
-        lock = _lock_path(self.path)
-        while True:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise StoreError(f"{self.path}: another process is writing this store; wait for "
-                                 f"it to finish") from None
-            try:
-                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                    return fd
-            except FileNotFoundError:
-                pass
-            os.close(fd)  # the previous holder removed that lock file meanwhile: take the new one
-
-    def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            _lock_path(self.path).unlink(missing_ok=True)  # while still holding it
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
     def _merged_through(self) -> int:
         if not self.path.is_file():
             return 0
@@ -552,20 +507,12 @@ class PoseWriter:
 
     def _clean_leftovers(self) -> None:
         """Remove what a killed writer may have left: temporary files and merged parts."""
-        for tmp in self.path.parent.glob(self.path.name + ".tmp-*"):
-            tmp.unlink(missing_ok=True)
-        pdir = _parts_dir(self.path)
-        if pdir.is_dir():
-            for tmp in pdir.glob("*.tmp"):
-                tmp.unlink(missing_ok=True)
+        self._parts.remove_temporaries()
+        if self._parts.dir.is_dir():
             merged = self._merged_through()
-            for pid, ppath in _list_parts(self.path):
+            for pid, ppath in self._parts.list():
                 if pid <= merged:
                     ppath.unlink(missing_ok=True)
-
-    def _remove_store(self) -> None:
-        self.path.unlink(missing_ok=True)
-        shutil.rmtree(_parts_dir(self.path), ignore_errors=True)
 
     # -- metadata ---------------------------------------------------------------------------
     @property
@@ -672,11 +619,8 @@ class PoseWriter:
             label=np.array([e[2] for e in entries], np.int32),
             img_shape=np.array([e[3] for e in entries], np.int32).reshape(-1, 2),
             fps=np.array([e[4] for e in entries], np.float32))
-        pdir = _parts_dir(self.path)
-        pdir.mkdir(exist_ok=True)
-        final = pdir / f"part-{self._next_part:08d}.h5"
-        tmp = final.with_name(final.name + ".tmp")
-        with h5py.File(tmp, "w", locking=False) as f:
+        with self._parts.new_part(self._next_part) as tmp, \
+                h5py.File(tmp, "w", locking=False) as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["part_id"] = self._next_part
@@ -685,9 +629,6 @@ class PoseWriter:
             index.write(f)
             if self._meta_dirty:
                 _write_meta(f, self._meta)
-        _fsync_file(tmp)
-        os.rename(tmp, final)
-        _fsync_dir(pdir)
         self._next_part += 1
         self._names.update(names)
         self._buffer.clear()
@@ -700,8 +641,8 @@ class PoseWriter:
         if not self._needs_compaction:
             return
         merged_through = self._next_part - 1
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        with PoseStore(self.path) as src, h5py.File(tmp, "w", locking=False) as dst:
+        with self._parts.new_main() as tmp, PoseStore(self.path) as src, \
+                h5py.File(tmp, "w", locking=False) as dst:
             dst.attrs["format"] = FORMAT_NAME
             dst.attrs["format_version"] = FORMAT_VERSION
             dst.attrs["merged_through"] = merged_through
@@ -746,16 +687,7 @@ class PoseWriter:
             index.offset = new_offsets
             index.write(dst)
             _write_meta(dst, self._meta)
-        _fsync_file(tmp)
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
-        for pid, ppath in _list_parts(self.path):
-            if pid <= merged_through:
-                ppath.unlink(missing_ok=True)
-        try:
-            _parts_dir(self.path).rmdir()
-        except OSError:
-            pass
+        self._parts.remove_merged(merged_through)
         self._needs_compaction = False
 
     def close(self) -> None:
@@ -767,7 +699,7 @@ class PoseWriter:
                 self.compact()
         finally:
             self._closed = True
-            self._release_lock()
+            self._lock.release()
 
     def __enter__(self) -> PoseWriter:
         return self

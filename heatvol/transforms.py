@@ -49,7 +49,7 @@ from .layouts import Layout, layout as get_layout
 
 __all__ = [
     "Clip", "valid_mask",
-    "uniform_sample_indices", "take_frames", "split_clips",
+    "uniform_sample_indices", "take_frames", "clips_first",
     "subject_box", "subject_crop", "crop",
     "resize", "short_edge_size", "resize_short_edge",
     "random_resized_crop_box", "random_resized_crop",
@@ -239,16 +239,17 @@ def take_frames(clip: Clip, indices) -> Clip:
     return Clip(clip.keypoints[:, indices], clip.scores[:, indices], clip.img_shape)
 
 
-def split_clips(clip: Clip, num_clips: int) -> tuple[Clip, ...]:
-    """Split a multi-clip test sample (T = num_clips * clip_len frames, clips back to back,
-    as :func:`uniform_sample_indices` lays them out) into ``num_clips`` clips of clip_len."""
-    if num_clips <= 0 or clip.num_frames % num_clips:
-        raise ValueError(f"{clip.num_frames} frames do not split into {num_clips} equal clips")
-    clip_len = clip.num_frames // num_clips
-    return tuple(
-        Clip(clip.keypoints[:, i * clip_len:(i + 1) * clip_len].copy(),
-             clip.scores[:, i * clip_len:(i + 1) * clip_len].copy(), clip.img_shape)
-        for i in range(num_clips))
+def clips_first(array: np.ndarray, num_clips: int) -> np.ndarray:
+    """Separate the clips of a multi-clip test sample: ``[M, num_clips * T, ...]`` (clips back
+    to back along the frame axis, as :func:`uniform_sample_indices` lays them out) ->
+    ``[num_clips, M, T, ...]`` (a view; ``np.ascontiguousarray`` it for the kernels).
+
+    Works for keypoints [M, clips*T, K, 2], scores [M, clips*T, K] and GCN inputs alike."""
+    if array.ndim < 2 or num_clips <= 0 or array.shape[1] % num_clips:
+        raise ValueError(f"{array.shape[1] if array.ndim >= 2 else 0} frames do not split into "
+                         f"{num_clips} equal clips")
+    m, frames = array.shape[:2]
+    return array.reshape((m, num_clips, frames // num_clips) + array.shape[2:]).swapaxes(0, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,7 +508,7 @@ class UniformSample(Transform):
     """:func:`uniform_sample_indices` over the clip's T frames, then :func:`take_frames`.
 
     With ``num_clips > 1`` (test mode only) the output holds ``num_clips * clip_len`` frames,
-    clips back to back; :func:`split_clips` separates them.
+    clips back to back; :func:`clips_first` separates them.
     """
 
     def __init__(self, clip_len: int, num_clips: int = 1, train: bool = True, seed: int = 255):
@@ -625,7 +626,7 @@ def test_pipeline(clip_len: int = 48, num_clips: int = 1,
 
     UniformSample(clip_len, num_clips, test mode) -> SubjectCrop(hw_ratio 1)
     -> Resize(size) (an int is square). Output: [M, num_clips * clip_len, K, 2] (clips back to back;
-    :func:`split_clips`), img_shape (size, size). The box is one box over all sampled clips,
+    :func:`clips_first`), img_shape (size, size). The box is one box over all sampled clips,
     as in pyskl. The test-time flip (``double=True``) is :func:`flip_volume` on the
     rendered volume.
     """

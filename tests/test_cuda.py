@@ -127,7 +127,7 @@ for mode in ("joint", "limb"):
     out[mode + "_bf16"] = bool(np.array_equal(bits, want))
     # front door: bfloat16 through the simulated CUDA backend is a torch tensor
     t = heatvol.render_batch(kp, sc, size=(7, 9), sigma=0.8, mode=mode, dtype="bfloat16",
-                             backend="cuda-simulator")
+                             render_device="cuda-simulator")
     out[mode + "_front_bf16"] = bool(t.dtype == torch.bfloat16 and np.array_equal(
         t.view(torch.int16).numpy(), want))
 # 35 persons in one frame: two passes over the persons table (32 + 3)
@@ -161,35 +161,35 @@ def test_simulator_front_door_device_arrays_and_auto():
     Numba device arrays in -> device array out, out= a device array filled in place."""
     res = run_simulated(CASES + r"""
 from numba import cuda
-from heatvol import render
+from heatvol.render.backends import select_backend
 rng = np.random.default_rng(5)
 kp, sc = case(rng, 2, 2, 2, 6, 8)
-out = {"auto_is_cpu": render._select_backend("auto") is render._render_cpu,
+out = {"auto_is_cpu": select_backend("auto") is select_backend("cpu"),
        "available": kc.is_available()}
 try:
-    heatvol.render_batch(kp, sc, size=(6, 8), backend="cuda")
+    heatvol.render_batch(kp, sc, size=(6, 8), render_device="cuda")
 except RuntimeError as exc:
     out["cuda_error"] = str(exc)
-want = heatvol.render_batch(kp, sc, size=(6, 8), mode="limb", backend="cpu")
-host = heatvol.render_batch(kp, sc, size=(6, 8), mode="limb", backend="cuda-simulator")
+want = heatvol.render_batch(kp, sc, size=(6, 8), mode="limb", render_device="cpu")
+host = heatvol.render_batch(kp, sc, size=(6, 8), mode="limb", render_device="cuda-simulator")
 out["numpy_in_numpy_out"] = isinstance(host, np.ndarray) and bool(np.array_equal(host, want))
 d_kp, d_sc = cuda.to_device(kp), cuda.to_device(sc)
-dev = heatvol.render_batch(d_kp, d_sc, size=(6, 8), mode="limb", backend="cuda-simulator")
+dev = heatvol.render_batch(d_kp, d_sc, size=(6, 8), mode="limb", render_device="cuda-simulator")
 out["device_out_kind"] = type(dev).__module__.split(".")[0]
 out["device_equal"] = bool(np.array_equal(dev.copy_to_host(), want))
 buf = cuda.device_array(want.shape, np.float16)
 ret = heatvol.render_batch(d_kp, d_sc, size=(6, 8), mode="limb", dtype=np.float16, out=buf,
-                           backend="cuda-simulator")
+                           render_device="cuda-simulator")
 out["out_filled"] = ret is buf and bool(np.array_equal(
     buf.copy_to_host().view(np.uint16), want.astype(np.float16).view(np.uint16)))
 try:
-    heatvol.render_batch(d_kp, d_sc, size=(6, 8), backend="cpu")
+    heatvol.render_batch(d_kp, d_sc, size=(6, 8), render_device="cpu")
 except ValueError as exc:
-    out["device_cpu_error"] = "need backend 'cuda'" in str(exc)
+    out["device_cpu_error"] = "need render_device 'cuda'" in str(exc)
 print(json.dumps(out))
 """)
     assert res["auto_is_cpu"] is True and res["available"] is False
-    assert res["cuda_error"].startswith("backend='cuda' asked for but no usable CUDA GPU")
+    assert res["cuda_error"].startswith("render_device='cuda' asked for but no usable CUDA GPU")
     assert "\n" not in res["cuda_error"]
     assert res["numpy_in_numpy_out"] and res["device_equal"] and res["out_filled"]
     assert res["device_out_kind"] == "numba" and res["device_cpu_error"]
@@ -199,7 +199,8 @@ def test_simulator_render_store_gives_the_cpu_file(tmp_path):
     """The batched GPU pipeline (pinned staging, stream, async copies, writer thread) under the
     simulator writes the same volume file as the CPU path (uneven last batch, M = 0..2)."""
     from heatvol import PoseWriter
-    from heatvol.volumes import VolumeFile, render_store
+    from heatvol.render import render_store
+    from heatvol.volumes import VolumeFile
 
     poses = tmp_path / "poses.h5"
     rng = np.random.default_rng(3)
@@ -210,11 +211,11 @@ def test_simulator_render_store_gives_the_cpu_file(tmp_path):
             sc = rng.uniform(0.2, 1, (m, t, K)).astype(np.float32)
             w.append(f"s{i}", kp, sc, label=i % 2, img_shape=(240, 320))
     common = dict(size=8, clip_len=2, mode="limb", dtype="uint8", progress=False)
-    render_store(poses, tmp_path / "cpu.h5", device="cpu", **common)
+    render_store(poses, tmp_path / "cpu.h5", render_device="cpu", **common)
     res = run_simulated(f"""
 import json
-from heatvol.volumes import render_store
-r = render_store({str(poses)!r}, {str(tmp_path / 'gpu.h5')!r}, device="cuda-simulator",
+from heatvol.render import render_store
+r = render_store({str(poses)!r}, {str(tmp_path / 'gpu.h5')!r}, render_device="cuda-simulator",
                  gpu_batch=2, **{common!r})
 print(json.dumps(r))
 """)
@@ -226,20 +227,20 @@ print(json.dumps(r))
 
 
 def test_cuda_backend_without_gpu_is_one_line_and_auto_is_cpu():
-    from heatvol import render
     from heatvol.kernels import cuda as kernels
+    from heatvol.render.backends import select_backend
 
     if kernels.is_available():
         pytest.skip("a usable CUDA GPU is present")
-    assert render._select_backend("auto") is render._render_cpu
-    with pytest.raises(RuntimeError, match=r"^backend='cuda' asked for but no usable CUDA "
+    assert select_backend("auto") is select_backend("cpu")
+    with pytest.raises(RuntimeError, match=r"^render_device='cuda' asked for but no usable CUDA "
                                            r"GPU/numba-cuda found") as info:
         heatvol.render_batch(np.zeros((1, 1, 2, K, 2)), np.zeros((1, 1, 2, K)), size=8,
-                             backend="cuda")
+                             render_device="cuda")
     assert "\n" not in str(info.value)
     with pytest.raises(RuntimeError, match="cuda-simulator"):
         heatvol.render_batch(np.zeros((1, 1, 2, K, 2)), np.zeros((1, 1, 2, K)), size=8,
-                             backend="cuda-simulator")
+                             render_device="cuda-simulator")
 
 
 def test_importing_heatvol_does_not_import_numba_cuda():

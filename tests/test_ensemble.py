@@ -1,4 +1,4 @@
-"""`heatvol ensemble` / heatvol.ensemble: score fusion of saved `heatvol test` results."""
+"""`heatvol ensemble` / heatvol.training.ensemble: score fusion of saved `heatvol test` results."""
 
 import json
 import shlex
@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heatvol.cli import main
-from heatvol.engine import ConfigError
-from heatvol.ensemble import fuse_results, load_result
-from heatvol.evaluate import compute_metrics
+from heatvol.metrics import compute_metrics
+from heatvol.training import ConfigError, fuse_results, load_result
 
 METRICS = ("num_samples", "top1", "top5", "mean_class", "per_class", "confusion")
 FEW = settings(max_examples=25, deadline=None)

@@ -1,4 +1,4 @@
-"""The graph models through the same engine and CLI: resume, test results, ensembles, errors."""
+"""The graph models through the training loop and CLI: resume, test results, ensembles, errors."""
 
 import json
 
@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from heatvol.cli import main
-from heatvol.engine import ConfigError, TrainConfig, load_checkpoint, train
+from heatvol.training import ConfigError, TrainConfig, load_checkpoint, train
 
 from test_gcn_inputs import make_store as make_messy_store
 from test_training import assert_same_state, make_store
@@ -45,7 +45,8 @@ def test_gcn_stop_and_resume_equals_an_uninterrupted_run(store, tmp_path):
 
 
 def test_dualhead_loss_is_the_mean_of_its_heads(store, tmp_path):
-    from heatvol.engine import _loss, build_model
+    from heatvol.training import build_model
+    from heatvol.training.loop import training_loss
 
     cfg = tiny_gcn(store, tmp_path)
     model = build_model(cfg, layout="coco17", num_classes=3).eval()
@@ -54,7 +55,7 @@ def test_dualhead_loss_is_the_mean_of_its_heads(store, tmp_path):
     fine, coarse = model(x, return_heads=True)
     expected = (torch.nn.functional.cross_entropy(fine, y)
                 + torch.nn.functional.cross_entropy(coarse, y)) / 2
-    torch.testing.assert_close(_loss(model, model, x, y, 0.0), expected)
+    torch.testing.assert_close(training_loss(model, model, x, y, 0.0), expected)
 
 
 @pytest.mark.parametrize("model", ["stgcn", "msg3d"])

@@ -82,7 +82,7 @@ def assert_close_to_reference(actual, expected):
 def check_cpu_against_reference(case, mode, use_score):
     keypoints, scores, size, sigma = case
     got = heatvol.render_volume(keypoints, scores, size=size, sigma=sigma, mode=mode,
-                                use_score=use_score, backend="cpu")
+                                use_score=use_score, render_device="cpu")
     assert_close_to_reference(got, reference_volume(keypoints, scores, size, sigma, mode, use_score))
 
 
@@ -108,7 +108,7 @@ def test_cpu_matches_reference_long(mode, case, use_score):
 @given(case=render_cases())
 def test_low_precision_outputs_equal_converted_float32(mode, case):
     keypoints, scores, size, sigma = case
-    kwargs = dict(size=size, sigma=sigma, mode=mode, backend="cpu")
+    kwargs = dict(size=size, sigma=sigma, mode=mode, render_device="cpu")
     full = heatvol.render_volume(keypoints, scores, **kwargs)
     half = heatvol.render_volume(keypoints, scores, dtype=np.float16, **kwargs)
     byte = heatvol.render_volume(keypoints, scores, dtype=np.uint8, **kwargs)
@@ -164,7 +164,7 @@ def test_reference_point_window_and_values():
     # float32 exp and float32 rounding of the exponent: a few 1e-7 at most
     np.testing.assert_allclose(plane, expected, rtol=0, atol=5e-7)
     for backend in ("cpu", "reference"):
-        vol = heatvol.render_volume(keypoints, scores, size=(10, 12), backend=backend)
+        vol = heatvol.render_volume(keypoints, scores, size=(10, 12), render_device=backend)
         np.testing.assert_allclose(vol[0, 0], expected, rtol=0, atol=1e-6)
         assert (vol[1:] == 0).all()
 
@@ -237,7 +237,8 @@ def test_missing_joints_even_without_scores():
     keypoints[0, 0, 2] = (np.nan, 1.0)
     scores[0, 0, 2] = 1.0
     for backend in ("cpu", "reference"):
-        vol = heatvol.render_volume(keypoints, scores, size=8, use_score=False, backend=backend)
+        vol = heatvol.render_volume(keypoints, scores, size=8, use_score=False,
+                                    render_device=backend)
         assert not vol[0].any() and not vol[2].any()
         assert math.isclose(vol[1, 0, 5, 5], 1.0, rel_tol=1e-6)
 
@@ -317,7 +318,7 @@ def test_three_channel_keypoints_are_rejected():
 
 @pytest.mark.parametrize("bad", [dict(scores=np.zeros((1, 2, 16))), dict(mode="bones"),
                                  dict(dtype=np.int32), dict(size=(0, 4)), dict(sigma=0.0),
-                                 dict(backend="tpu")])
+                                 dict(render_device="tpu")])
 def test_bad_arguments_raise_value_error(bad):
     kwargs = dict(scores=np.zeros((1, 2, NUM_JOINTS)), size=8)
     kwargs.update(bad)
@@ -339,11 +340,11 @@ def test_cuda_backend_without_gpu_is_a_clear_error():
             pytest.skip("a CUDA GPU is present")
     except ImportError:
         pass
-    with pytest.raises(RuntimeError, match=r"^backend='cuda' asked for but no usable CUDA "
+    with pytest.raises(RuntimeError, match=r"^render_device='cuda' asked for but no usable CUDA "
                                            r"GPU/numba-cuda found") as info:
         heatvol.render_volume(np.zeros((1, 2, NUM_JOINTS, 2)), np.zeros((1, 2, NUM_JOINTS)), size=8,
-                              backend="cuda")
+                              render_device="cuda")
     assert "\n" not in str(info.value)
     # "auto" still works (picks the CPU kernels).
     assert heatvol.render_volume(np.zeros((1, 2, NUM_JOINTS, 2)), np.zeros((1, 2, NUM_JOINTS)),
-                                 size=8, backend="auto").shape == (NUM_JOINTS, 2, 8, 8)
+                                 size=8, render_device="auto").shape == (NUM_JOINTS, 2, 8, 8)

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 import heatvol
 from heatvol.cli import main
 from heatvol.data import PoseDataset, ResumableSampler, StepRenderer, model_input, sample_rng
-from heatvol.engine import TrainConfig, load_checkpoint, train
+from heatvol.training import TrainConfig, load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,7 +203,7 @@ def test_heatvol_test_json(store, tmp_path):
 
 
 def test_metrics():
-    from heatvol.evaluate import compute_metrics
+    from heatvol.metrics import compute_metrics
 
     probs = np.array([[0.9, 0.1, 0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
     m = compute_metrics(probs, np.array([0, 1, 1, 2]), ["a", "b", "c"])
@@ -291,7 +291,7 @@ def test_ddp_two_gloo_processes(store, tmp_path):
 
 
 def test_warmup_cosine_schedule():
-    from heatvol.engine import WarmupCosine
+    from heatvol.training import WarmupCosine
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     s = WarmupCosine(opt, lr=1.0, total_steps=10, warmup_steps=2, warmup_start=0.1)

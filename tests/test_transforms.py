@@ -17,7 +17,7 @@ from heatvol.layouts import layout
 from heatvol.transforms import (
     Clip, Compose, Crop, Flip, RandomFlip, RandomResizedCrop, Resize, ResizeShortEdge,
     SubjectCrop, UniformSample, crop, flip, flip_volume, random_flip, random_resized_crop,
-    random_resized_crop_box, resize, resize_short_edge, short_edge_size, split_clips,
+    random_resized_crop_box, resize, resize_short_edge, short_edge_size, clips_first,
     subject_box, subject_crop, take_frames, test_pipeline, train_pipeline,
     uniform_sample_indices, valid_mask,
 )
@@ -203,10 +203,10 @@ def test_sampling_indices_in_range(n, clip_len, num_clips, seed):
 
 
 # --------------------------------------------------------------------------------------------
-# take_frames / split_clips / UniformSample
+# take_frames / clips_first / UniformSample
 # --------------------------------------------------------------------------------------------
 
-def test_take_frames_and_split_clips():
+def test_take_frames_and_clips_first():
     kp = np.arange(2 * 5 * 3 * 2, dtype=np.float32).reshape(2, 5, 3, 2)
     sc = np.ones((2, 5, 3), np.float32)
     clip = Clip(kp, sc, (10, 10))
@@ -215,11 +215,11 @@ def test_take_frames_and_split_clips():
     assert taken.keypoints.base is not kp
     with pytest.raises(ValueError, match="frame indices"):
         take_frames(clip, np.array([5]))
-    parts = split_clips(take_frames(clip, np.array([0, 1, 2, 3, 4, 0])), 2)
-    assert [p.num_frames for p in parts] == [3, 3]
-    np.testing.assert_array_equal(parts[1].keypoints, kp[:, [3, 4, 0]])
+    parts = clips_first(take_frames(clip, np.array([0, 1, 2, 3, 4, 0])).keypoints, 2)
+    assert parts.shape == (2, 2, 3, 3, 2)  # [clips, M, T, K, 2]: two clips of 3 frames
+    np.testing.assert_array_equal(parts[1], kp[:, [3, 4, 0]])
     with pytest.raises(ValueError):
-        split_clips(clip, 2)
+        clips_first(clip.keypoints, 2)
 
 
 def test_uniform_sample_transform_handles_no_person():
@@ -498,7 +498,7 @@ def test_test_pipeline_deterministic_multi_clip():
     b = pipeline(clip, np.random.default_rng(3))
     assert a.keypoints.shape == (2, 480, 17, 2) and a.img_shape == (64, 64)
     np.testing.assert_array_equal(bits(a.keypoints), bits(b.keypoints))
-    assert len(split_clips(a, 10)) == 10
+    assert len(clips_first(a.keypoints, 10)) == 10
     # One box over all clips, resized to 64 x 64: valid joints land inside.
     valid = a.valid()
     assert (a.keypoints[valid] >= 0).all() and (a.keypoints[valid] <= 64).all()

@@ -15,7 +15,8 @@ from heatvol import PoseWriter, render_volume
 from heatvol.cli import main
 from heatvol.store import PoseStore, StoreError
 from heatvol.transforms import Clip, Compose, Resize, SubjectCrop, UniformSample
-from heatvol.volumes import VolumeFile, render_store
+from heatvol.render import render_store
+from heatvol.volumes import VolumeFile
 
 from conftest import shared_data
 
@@ -51,7 +52,7 @@ def expected_volume(rec, size, clip_len, num_clips, mode):
     for c in range(num_clips):
         frames = slice(c * clip_len, (c + 1) * clip_len)
         vols.append(render_volume(clip.keypoints[:, frames], clip.scores[:, frames], size=size,
-                                  mode=mode, backend="reference"))
+                                  mode=mode, render_device="reference"))
     assert m == rec.num_persons
     return np.stack(vols)
 
@@ -101,12 +102,22 @@ def test_uint8_and_float16_outputs(small_store, tmp_path):
 
 
 def test_cuda_without_gpu_is_one_clear_line(small_store, tmp_path):
-    res = CliRunner().invoke(main, ["render", str(small_store), "--device", "cuda",
+    res = CliRunner().invoke(main, ["render", str(small_store), "--render-device", "cuda",
                                     "--out", str(tmp_path / "v.h5"), "-q"])
     assert res.exit_code == 1
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "cuda" in lines[0].lower()
     assert not (tmp_path / "v.h5").exists()
+
+
+def test_old_device_spelling_still_works_with_a_deprecation_line(small_store, tmp_path):
+    res = CliRunner().invoke(main, ["render", str(small_store), "--device", "cpu", "--size",
+                                    "16", "--clip-len", "4", "--out", str(tmp_path / "v.h5"),
+                                    "-q"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0].startswith("heatvol: warning: heatvol render --device is deprecated")
+    assert "--render-device" in lines[0] and "rendered" in lines[1]
 
 
 def test_render_3d_store_is_refused(tmp_path):
@@ -120,7 +131,7 @@ def test_render_3d_store_is_refused(tmp_path):
 def test_killed_render_resumes_without_redoing(small_store, tmp_path):
     """kill -9 in the middle; the second run renders exactly the rest; nothing lost or doubled."""
     out = tmp_path / "vol.h5"
-    code = ("from heatvol.volumes import render_store;"
+    code = ("from heatvol.render import render_store;"
             f"render_store({str(small_store)!r}, {str(out)!r}, size=64, clip_len=48, num_clips=3,"
             " mode='limb', progress=False, commit_every=4)")
     proc = subprocess.Popen([sys.executable, "-c", code])

@@ -51,7 +51,7 @@ holds a different layout / dimensionality).
 
 A format module provides ``open_source(src: Path, *, layout: str | None) -> Source``: the
 entries (name, file, payload) it offers, its layout, dims, classes and splits, and a ``load``
-function turning one entry into a :class:`Sequence` (raising :class:`SourceProblem`, or any
+function turning one entry into a :class:`~heatvol.store.PoseRecord` (raising :class:`SourceProblem`, or any
 parser error, for a bad file). The driver here does resume, problems, commits and metadata.
 """
 
@@ -66,8 +66,10 @@ from typing import Any
 
 import numpy as np
 
+from ..store import PoseRecord
+
 __all__ = ["FORMATS", "ImportReport", "ImportFailed", "import_dataset", "export_pyskl",
-           "Entry", "Sequence", "Source", "SourceProblem"]
+           "Entry", "Source", "SourceProblem"]
 
 #: format name -> one-line description (the CLI lists these).
 FORMATS: dict[str, str] = {
@@ -119,7 +121,7 @@ class Entry:
     name:    the sequence name in the store (file stem; pyskl: frame_dir)
     where:   the file (and, for a pickle, the annotation) named in problem lines
     splits:  the splits it belongs to when that follows from the name, else None (the loader
-             tells, in ``Sequence.splits``)
+             tells, in ``PoseRecord.splits``)
     payload: whatever the format's loader needs (a path, an annotation dict)
     """
 
@@ -130,30 +132,11 @@ class Entry:
 
 
 @dataclass
-class Sequence:
-    """One loaded sequence, ready for ``PoseWriter.append``.
-
-    keypoints: float32 [M, T, K, C]; scores: float32 [M, T, K] in [0, 1] (0 = missing joint).
-    class_name: for formats whose class names come with the files (Kinetics-skeleton), the
-    name of class ``label``; None otherwise.
-    """
-
-    keypoints: np.ndarray
-    scores: np.ndarray
-    label: int
-    img_shape: tuple[int, int] | None
-    fps: float
-    source: str
-    splits: tuple[str, ...] = ()
-    class_name: str | None = None
-
-
-@dataclass
 class Source:
     """What a format module's ``open_source(src, layout)`` returns.
 
     classes:     the class names, or None when they are learnt from the files while loading
-                 (``Sequence.class_name``).
+                 (``PoseRecord.class_name``).
     split_names: the splits this source defines, in order (created even when empty).
     problems:    lines found while listing the source (bad file names, dangling split members).
     """
@@ -161,7 +144,7 @@ class Source:
     layout: str
     dims: int
     entries: list[Entry]
-    load: Callable[[Entry], Sequence]
+    load: Callable[[Entry], PoseRecord]
     classes: list[str] | None
     split_names: tuple[str, ...] = ()
     problems: list[str] = field(default_factory=list)
@@ -373,7 +356,7 @@ class _Classes:
             self.names = {i: n for i, n in enumerate(existing) if not _is_placeholder(i, n)}
             self.count = len(existing)
 
-    def learn(self, seq: Sequence) -> str | None:
+    def learn(self, seq: PoseRecord) -> str | None:
         """Record the sequence's class; returns a problem text on a name conflict."""
         if self.names is None or seq.label < 0:
             return None

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Entry, ImportFailed, Sequence, Source, SourceProblem, check_layout, list_files
+from ..store import PoseRecord
+from . import Entry, ImportFailed, Source, SourceProblem, check_layout, list_files
 
 NUM_JOINTS = 18
 WIDTH, HEIGHT = 340, 256
@@ -68,7 +69,7 @@ def open_source(src: Path, *, layout: str | None = None) -> Source:
                   entries=entries, load=load_entry, classes=None, split_names=split_names)
 
 
-def load_entry(entry: Entry) -> Sequence:
+def load_entry(entry: Entry) -> PoseRecord:
     path, source = entry.payload
     with open(path, "rb") as f:
         doc = json.load(f)
@@ -79,8 +80,8 @@ def load_entry(entry: Entry) -> Sequence:
         label = index
         if isinstance(doc.get("label"), str) and doc["label"]:
             class_name = doc["label"]
-    return Sequence(keypoints=keypoints, scores=scores, label=label, img_shape=(HEIGHT, WIDTH),
-                    fps=FPS, source=source, class_name=class_name)
+    return PoseRecord(name=entry.name, keypoints=keypoints, scores=scores, label=label,
+                      img_shape=(HEIGHT, WIDTH), fps=FPS, source=source, class_name=class_name)
 
 
 def video_to_arrays(doc: dict) -> tuple[np.ndarray, np.ndarray]:

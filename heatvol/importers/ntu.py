@@ -42,7 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (Entry, Sequence, Source, SourceProblem, check_layout, list_files,
+from ..store import PoseRecord
+from . import (Entry, Source, SourceProblem, check_layout, list_files,
                scores_from_zero_rule)
 
 NUM_JOINTS = 25
@@ -97,11 +98,11 @@ def open_source(src: Path, *, layout: str | None = None) -> Source:
                   split_names=split_names, problems=problems)
 
 
-def load_entry(entry: Entry) -> Sequence:
+def load_entry(entry: Entry) -> PoseRecord:
     path, label = entry.payload
     keypoints, scores = read_skeleton_file(path)
-    return Sequence(keypoints=keypoints, scores=scores, label=label, img_shape=None, fps=FPS,
-                    source=Path(path).name)
+    return PoseRecord(name=entry.name, keypoints=keypoints, scores=scores, label=label,
+                      img_shape=None, fps=FPS, source=Path(path).name)
 
 
 def read_skeleton_file(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (Entry, Sequence, Source, SourceProblem, check_layout, list_files,
+from ..store import PoseRecord
+from . import (Entry, Source, SourceProblem, check_layout, list_files,
                scores_from_zero_rule)
 
 #: action id -> class name, in action-id order (ids 7 and 10 are not in the dataset).
@@ -69,7 +70,7 @@ def parse_name(stem: str) -> tuple[int, str]:
     return _LABEL_OF_ACTION[action], _SPLIT_OF_VIEW[view]
 
 
-def load_entry(entry: Entry) -> Sequence:
+def load_entry(entry: Entry) -> PoseRecord:
     path, label = entry.payload
     with open(path, "rb") as f:
         doc = json.load(f)
@@ -90,5 +91,6 @@ def load_entry(entry: Entry) -> Sequence:
     if joints.shape[0] < 1:
         raise SourceProblem("no frames")
     keypoints = joints.astype(np.float32)[None]
-    return Sequence(keypoints=keypoints, scores=scores_from_zero_rule(keypoints), label=label,
-                    img_shape=None, fps=FPS, source=path.name)
+    return PoseRecord(name=entry.name, keypoints=keypoints,
+                      scores=scores_from_zero_rule(keypoints), label=label, img_shape=None,
+                      fps=FPS, source=path.name)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Entry, Sequence, Source, SourceProblem, check_layout, list_files
+from ..store import PoseRecord
+from . import Entry, Source, SourceProblem, check_layout, list_files
 
 #: The 15 actions, sorted: the label is the index here.
 CLASSES: tuple[str, ...] = tuple(sorted((
@@ -47,12 +48,12 @@ def open_source(src: Path, *, layout: str | None = None) -> Source:
                   load=load_entry, classes=list(CLASSES), split_names=("train", "test"))
 
 
-def load_entry(entry: Entry) -> Sequence:
+def load_entry(entry: Entry) -> PoseRecord:
     return load_mat(entry.payload)
 
 
-def load_mat(path: Path) -> Sequence:
-    """One ``.mat`` file -> Sequence: keypoints float32 [1, T, 13, 2], scores float32
+def load_mat(path: Path) -> PoseRecord:
+    """One ``.mat`` file -> PoseRecord: keypoints float32 [1, T, 13, 2], scores float32
     [1, T, 13]; raises SourceProblem naming what is wrong."""
     from scipy.io import loadmat
 
@@ -85,9 +86,9 @@ def load_mat(path: Path) -> Sequence:
 
     keypoints = np.stack((x, y), axis=-1).astype(np.float32)[None]
     scores = vis.astype(np.float32)[None]
-    return Sequence(keypoints=keypoints, scores=scores, label=_LABEL_OF[action],
-                    img_shape=(int(dims[0]), int(dims[1])), fps=FPS, source=Path(path).name,
-                    splits=(_SPLIT_OF[train],))
+    return PoseRecord(name=Path(path).stem, keypoints=keypoints, scores=scores,
+                      label=_LABEL_OF[action], img_shape=(int(dims[0]), int(dims[1])), fps=FPS,
+                      source=Path(path).name, splits=(_SPLIT_OF[train],))
 
 
 def _scalar_str(value) -> str:

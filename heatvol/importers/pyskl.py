@@ -69,7 +69,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Entry, ImportFailed, Sequence, Source, SourceProblem, scores_from_zero_rule
+from ..store import PoseRecord
+from . import Entry, ImportFailed, Source, SourceProblem, scores_from_zero_rule
 
 LAYOUT_OF_JOINTS = {17: "coco17", 18: "openpose18", 25: "ntu25", 20: "kinect20", 13: "penn13",
                     33: "blazepose33"}
@@ -174,7 +175,7 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def load_entry(entry: Entry) -> Sequence:
+def load_entry(entry: Entry) -> PoseRecord:
     ann, num_joints, dims, source_name = entry.payload
     if not isinstance(ann, dict):
         raise SourceProblem(f"annotation is a {type(ann).__name__}, not a dict")
@@ -223,8 +224,8 @@ def load_entry(entry: Entry) -> Sequence:
             img_shape = None
     elif dims == 2:
         raise SourceProblem("2D annotation without img_shape / original_shape")
-    return Sequence(keypoints=keypoints, scores=scores, label=int(label), img_shape=img_shape,
-                    fps=0.0, source=source_name)
+    return PoseRecord(name=entry.name, keypoints=keypoints, scores=scores, label=int(label),
+                      img_shape=img_shape, fps=0.0, source=source_name)
 
 
 def decompress(ann: dict, num_joints: int) -> tuple[np.ndarray, np.ndarray]:

@@ -49,16 +49,11 @@ from llvmlite import ir
 from numba import get_num_threads, njit, prange, types
 from numba.extending import intrinsic
 
-__all__ = ["render_into", "render_joints_into", "render_limbs_into", "OUT_FLOAT32",
-           "OUT_FLOAT16_BITS", "OUT_UINT8", "out_kind_for", "kernel_scalars", "default_num_chunks"]
+from .constants import (COORD_LIMIT, EPS, OUT_FLOAT16_BITS, OUT_FLOAT32, OUT_UINT8,
+                        kernel_scalars, out_kind_for)
 
-#: ``out_kind`` codes: which output the kernels write, and how.
-OUT_FLOAT32 = 0      # float32 values
-OUT_FLOAT16_BITS = 1  # IEEE half bits in a uint16 array (a view of the float16 output)
-OUT_UINT8 = 2        # floor(v * 255 + 0.5), clipped to 255
+__all__ = ["render_into", "render_joints_into", "render_limbs_into", "default_num_chunks"]
 
-_EPS = 1e-3
-_COORD_LIMIT = float(2 ** 60)
 # Chunks per thread in the prange: more than one so uneven planes (busy frames) balance out,
 # few enough that the per-chunk scratch allocation is negligible.
 _CHUNKS_PER_THREAD = 8
@@ -66,32 +61,9 @@ _CHUNKS_PER_THREAD = 8
 _SIMD_BLOCK = 8
 
 
-def out_kind_for(dtype) -> int:
-    """The ``out_kind`` code for an output dtype (float32, float16 or uint8)."""
-    dtype = np.dtype(dtype)
-    if dtype == np.float32:
-        return OUT_FLOAT32
-    if dtype == np.float16:
-        return OUT_FLOAT16_BITS
-    if dtype == np.uint8:
-        return OUT_UINT8
-    raise ValueError(f"unsupported output dtype {dtype}; use float32, float16 or uint8")
-
-
 def default_num_chunks() -> int:
     """Chunks for the kernels' prange: a few per Numba thread, so uneven planes balance out."""
     return get_num_threads() * _CHUNKS_PER_THREAD
-
-
-def kernel_scalars(sigma: float) -> tuple[np.float32, np.float32]:
-    """(three_sigma, neg_inv_two_var) as the kernels want them.
-
-    ``three_sigma`` is ``float32(3 * sigma)`` with the product taken in double precision, which
-    is exactly what pyskl's ``mu - 3 * sigma`` does with a float32 ``mu`` under NumPy 2, so the
-    windows match pyskl's to the pixel.
-    """
-    sigma = float(sigma)
-    return np.float32(3 * sigma), np.float32(-1.0 / (2.0 * sigma * sigma))
 
 
 @intrinsic
@@ -137,8 +109,8 @@ def _exp_nonpositive_f32(a):
 @njit(cache=True, fastmath=False)
 def _is_drawn(x, y, score):
     """A point takes part: finite score >= EPS and |coordinates| < 2**60 (NaN/inf fail)."""
-    return (score >= _EPS and score <= 3.4028234663852886e38
-            and abs(x) < _COORD_LIMIT and abs(y) < _COORD_LIMIT)
+    return (score >= EPS and score <= 3.4028234663852886e38
+            and abs(x) < COORD_LIMIT and abs(y) < COORD_LIMIT)
 
 
 @njit(cache=True, fastmath=False)

@@ -42,17 +42,11 @@ import threading
 
 import numpy as np
 
-from .cpu import kernel_scalars
+from .constants import (COORD_LIMIT, EPS, OUT_BFLOAT16_BITS, OUT_FLOAT16_BITS, OUT_FLOAT32,
+                        OUT_UINT8, kernel_scalars, out_kind_for)
 
-__all__ = ["is_available", "simulator_enabled", "render_into", "OUT_FLOAT32", "OUT_FLOAT16_BITS",
-           "OUT_BFLOAT16_BITS", "OUT_UINT8", "DEFAULT_THREADS_PER_BLOCK", "PERSONS_PER_PASS",
-           "launch_config"]
-
-#: ``out_kind`` codes (what the kernels store, and how).
-OUT_FLOAT32 = 0
-OUT_FLOAT16_BITS = 1   # IEEE half bits into a 16-bit integer array
-OUT_BFLOAT16_BITS = 2  # bfloat16 bits (round to nearest even) into a 16-bit integer array
-OUT_UINT8 = 3
+__all__ = ["is_available", "simulator_enabled", "render_into", "DEFAULT_THREADS_PER_BLOCK",
+           "PERSONS_PER_PASS", "launch_config"]
 
 #: Threads per block (one block per plane). 128 = 4 warps; a 56x56 plane is 24.5 strides.
 DEFAULT_THREADS_PER_BLOCK = 128
@@ -71,9 +65,9 @@ _FM87 = np.float32(-87.0)
 _F255 = np.float32(255.0)
 _F256 = np.float32(256.0)
 _FHALF = np.float32(0.5)
-_EPS32 = np.float32(1e-3)            # float32(1e-3) > 1e-3: same decisions as the double test
+_EPS32 = np.float32(EPS)             # float32(1e-3) > 1e-3: same decisions as the double test
 _FLT_MAX32 = np.float32(3.4028234663852886e38)
-_COORD_LIMIT32 = np.float32(2.0 ** 60)
+_COORD_LIMIT32 = np.float32(COORD_LIMIT)
 _LOG2E = np.float32(1.44269504088896341)
 _ROUND_MAGIC = np.float32(12582912.0)
 _LN2_HI = np.float32(0.693359375)
@@ -505,19 +499,6 @@ def _compile_ptx_all(numba_cuda, types, cc, result):
             sig = types.void(*args, types.int64, f32, f32, types.boolean)
             ptx, _ = numba_cuda.compile_ptx(fn, sig, cc=cc)
             result[(mode, name)] = ptx
-
-
-def out_kind_for(dtype) -> int:
-    """OUT_* code for a NumPy output dtype (float32, float16, uint8)."""
-    dtype = np.dtype(dtype)
-    if dtype == np.float32:
-        return OUT_FLOAT32
-    if dtype == np.float16:
-        return OUT_FLOAT16_BITS
-    if dtype == np.uint8:
-        return OUT_UINT8
-    raise ValueError(f"unsupported output dtype {dtype}; use float32, float16, uint8 (or "
-                     f"bfloat16 bits with out_kind=OUT_BFLOAT16_BITS)")
 
 
 def launch_config(num_planes: int, threads_per_block: int | None = None) -> tuple[int, int]:

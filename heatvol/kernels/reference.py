@@ -28,14 +28,10 @@ import math
 
 import numpy as np
 
+from .constants import COORD_LIMIT, EPS
+
 __all__ = ["EPS", "COORD_LIMIT", "render_joints_reference", "render_limbs_reference",
            "quantize_uint8", "point_is_drawn"]
-
-#: Scores below this mark a joint as missing (pyskl's EPS; mmaction2 uses 1e-4).
-EPS = 1e-3
-#: Coordinates with |c| >= this (2**60 px) are missing: they keep every float32 intermediate of
-#: the limb formula finite (squares <= 2**123) and are far off any frame.
-COORD_LIMIT = float(2 ** 60)
 
 
 def point_is_drawn(x, y, score) -> bool:

@@ -5,7 +5,7 @@ PoseConv3D on joint or limb heatmaps. ``heatvol test ... --json > r.json`` (or `
 saves a stream's class probabilities per test sequence; this module fuses several such files
 by a weighted sum of the probabilities and scores the fusion::
 
-    from heatvol.ensemble import fuse_results, load_result
+    from heatvol.training import fuse_results, load_result
     files = ["j.json", "b.json", "jm.json", "bm.json"]
     fused = fuse_results([load_result(f) for f in files], [2, 2, 1, 1], sources=files)
     fused["top1"], [s["top1"] for s in fused["streams"]]
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import ConfigError
-from .evaluate import compute_metrics
+from ..metrics import compute_metrics
+from .config import ConfigError
 
 __all__ = ["fuse_results", "load_result"]
 
@@ -39,7 +39,7 @@ REQUIRED = ("classes", "names", "labels", "scores")
 
 
 def _origin() -> str:
-    from . import __version__
+    from .. import __version__
 
     return f"a result file must come from `heatvol test --json` (or --out) of heatvol {__version__}"
 
@@ -103,7 +103,7 @@ def load_result(path: str | os.PathLike) -> dict:
     ``heatvol ensemble --out``) and check it: ``classes`` list[str] (C), ``names`` list[str]
     (N, unique), ``labels`` list[int] (N, in [0, C)), ``scores`` list of N lists of C floats.
     Returns the JSON object as a dict (lists, as stored). Every problem is a one-line
-    :class:`heatvol.engine.ConfigError` naming the file."""
+    :class:`heatvol.training.ConfigError` naming the file."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such file")
@@ -142,44 +142,9 @@ def _weights(weights, count: int) -> np.ndarray:
     return w
 
 
-def fuse_results(results: list[dict], weights: list[float] | None = None, *,
-                 sources: list[str] | None = None) -> dict:
-    """Fuse the saved test scores of several streams; return the fused metrics.
-
-    ``results``: dicts as :func:`load_result` returns (``scores`` may also be a float array
-    [N, C], ``labels`` an int array [N]). ``weights``: one non-negative float per result,
-    positive sum [default: all 1]. ``sources``: a name per result for messages [default:
-    ``results[i]``].
-
-    All results must have the same ``classes`` (same order) and the same set of sample
-    ``names``; samples are aligned by name (the order may differ between files) and the
-    label of a name must agree in every file. The output follows the first result's sample
-    order. Fused scores = sum_i w_i * scores_i, float64 [N, C]: the weighted sum of the
-    saved *probabilities*, as pyskl fuses its 2:2:1:1 joint / bone / joint-motion /
-    bone-motion ensembles. (The official MS-G3D and DualHead-Net ensemble scripts add the
-    raw logits instead; the result files keep probabilities, so that is what we fuse.) The
-    rows sum to sum(weights), not 1; only the ranking matters to the metrics, which are
-    therefore unchanged when all weights are scaled by the same positive factor.
-
-    Returns :func:`heatvol.evaluate.compute_metrics`' dict (``num_samples top1 top5
-    mean_class per_class confusion``) of the fused scores, plus ``streams`` (one dict per
-    result: ``source weight top1 model mode modality``, top1 recomputed over the aligned
-    samples; a setting the file lacks is None), ``weights`` (list of float), ``names``
-    (list[str], N), ``labels`` (list[int], N), ``scores`` (fused, N lists of C floats) and
-    ``classes``. Every violation is a one-line :class:`heatvol.engine.ConfigError` naming
-    the offending source.
-    """
-    results = list(results)
-    if not results:
-        raise ConfigError("no results to fuse; give one or more result files")
-    if sources is None:
-        sources = [f"results[{i}]" for i in range(len(results))]
-    sources = [str(s) for s in sources]
-    if len(sources) != len(results):
-        raise ConfigError(f"{len(sources)} source name(s) for {len(results)} result(s)")
-    w = _weights(weights, len(results))
-    checked = [_check(r, s) for r, s in zip(results, sources)]
-
+def _align(checked: list[tuple], sources: list[str]) -> list[np.ndarray]:
+    """The scores of every checked result (``_check``'s tuples), rows in the order of the
+    first result's names; a result with other classes, samples or labels is a ConfigError."""
     classes, names, labels, first = checked[0]
     ref = sources[0]
     index = {name: i for i, name in enumerate(names)}
@@ -215,6 +180,49 @@ def fuse_results(results: list[dict], weights: list[float] | None = None, *,
                               f"{classes[lbl_aligned[j]]!r}, in {ref} {int(labels[j])} "
                               f"{classes[labels[j]]!r})")
         aligned.append(sc_aligned)
+    return aligned
+
+
+def fuse_results(results: list[dict], weights: list[float] | None = None, *,
+                 sources: list[str] | None = None) -> dict:
+    """Fuse the saved test scores of several streams; return the fused metrics.
+
+    ``results``: dicts as :func:`load_result` returns (``scores`` may also be a float array
+    [N, C], ``labels`` an int array [N]). ``weights``: one non-negative float per result,
+    positive sum [default: all 1]. ``sources``: a name per result for messages [default:
+    ``results[i]``].
+
+    All results must have the same ``classes`` (same order) and the same set of sample
+    ``names``; samples are aligned by name (the order may differ between files) and the
+    label of a name must agree in every file. The output follows the first result's sample
+    order. Fused scores = sum_i w_i * scores_i, float64 [N, C]: the weighted sum of the
+    saved *probabilities*, as pyskl fuses its 2:2:1:1 joint / bone / joint-motion /
+    bone-motion ensembles. (The official MS-G3D and DualHead-Net ensemble scripts add the
+    raw logits instead; the result files keep probabilities, so that is what we fuse.) The
+    rows sum to sum(weights), not 1; only the ranking matters to the metrics, which are
+    therefore unchanged when all weights are scaled by the same positive factor.
+
+    Returns :func:`heatvol.metrics.compute_metrics`' dict (``num_samples top1 top5
+    mean_class per_class confusion``) of the fused scores, plus ``streams`` (one dict per
+    result: ``source weight top1 model mode modality``, top1 recomputed over the aligned
+    samples; a setting the file lacks is None), ``weights`` (list of float), ``names``
+    (list[str], N), ``labels`` (list[int], N), ``scores`` (fused, N lists of C floats) and
+    ``classes``. Every violation is a one-line :class:`heatvol.training.ConfigError` naming
+    the offending source.
+    """
+    results = list(results)
+    if not results:
+        raise ConfigError("no results to fuse; give one or more result files")
+    if sources is None:
+        sources = [f"results[{i}]" for i in range(len(results))]
+    sources = [str(s) for s in sources]
+    if len(sources) != len(results):
+        raise ConfigError(f"{len(sources)} source name(s) for {len(results)} result(s)")
+    w = _weights(weights, len(results))
+    checked = [_check(r, s) for r, s in zip(results, sources)]
+
+    classes, names, labels, first = checked[0]
+    aligned = _align(checked, sources)
 
     fused = np.zeros_like(first)
     for weight, sc in zip(w, aligned):

@@ -1,0 +1,5 @@
+"""``python -m heatvol.cli`` (what torchrun runs): the ``heatvol`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,283 @@
+"""Commands on pose stores: ``extract``, ``import``, ``export``, ``info``, ``check``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .common import CONTEXT, EXIT_INTERRUPTED, EXIT_SKIPPED, LazyChoice, fail, one_line
+
+
+def _formats():
+    from ..importers import FORMATS
+
+    return FORMATS
+
+
+def open_any(path: Path):
+    """A pose store or a volume file, by its format attribute."""
+    from ..store import PoseStore, StoreError
+    from ..volumes import VolumeFile, is_volume_file
+
+    try:
+        return PoseStore(path)
+    except StoreError:
+        if is_volume_file(path):
+            return VolumeFile(path)
+        raise
+
+
+@click.command("extract", context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, required=True, metavar="VIDEOS_OR_FOLDERS...",
+                type=click.Path(path_type=Path))
+@click.option("--out", "-o", default="poses.h5", show_default=True,
+              type=click.Path(path_type=Path),
+              help="Pose store to write (HDF5); an existing one is resumed.")
+@click.option("--backend", type=click.Choice(["blazepose", "mmpose"]), default="blazepose",
+              show_default=True, help="blazepose: MediaPipe 0.10.14's models, CPU, offline. "
+              "mmpose: mmdet detector + HRNet (optional extra).")
+@click.option("--layout", type=click.Choice(["coco17", "blazepose33"]), default="coco17",
+              show_default=True, help="Keypoint layout to store (blazepose33: blazepose only).")
+@click.option("--max-persons", default=2, show_default=True,
+              help="People per frame, and tracks kept per video (highest total score).")
+@click.option("--det-score-thr", type=float, default=None,
+              help="Person detector score threshold [default: 0.5].")
+@click.option("--det-interval", type=int, default=None,
+              help="blazepose: run the detector at least every N frames; in between, people "
+              "are followed from their landmarks [default: 4].")
+@click.option("--workers", default=1, show_default=True,
+              help="Videos processed in parallel (processes); results are written by the "
+              "main process.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
+              show_default=True, help="mmpose: where to run (blazepose is CPU only).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="CSV of video,label (label: class name or index). A folder "
+              "of class folders (videos/<class>/*.mp4) labels itself.")
+@click.option("--det-config", default=None, help="mmpose: mmdet config (path or URL) "
+              "[default: mmdet's bundled Faster R-CNN R50-FPN COCO].")
+@click.option("--det-checkpoint", default=None, help="mmpose: detector checkpoint (path or URL).")
+@click.option("--pose-config", default=None, help="mmpose: pose config [default: mmpose's "
+              "bundled HRNet-w32 COCO 256x192].")
+@click.option("--pose-checkpoint", default=None, help="mmpose: pose checkpoint (path or URL).")
+@click.option("--overwrite", is_flag=True, help="Redo videos already in the store.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_interval, workers,
+                device, labels, det_config, det_checkpoint, pose_config, pose_checkpoint,
+                overwrite, quiet):
+    """Extract tracked 2D poses from videos into a pose store.
+
+    Each video becomes one sequence named by its file stem, with T = its decoded frame
+    count, keypoints in full-frame pixels with scores, its image shape and fps. People keep
+    their index across frames; at most --max-persons tracks per video are kept. Videos
+    already in the store are skipped (--overwrite redoes them), so a killed run resumes
+    where it stopped. An unreadable, corrupt or zero-frame video is recorded as a failure
+    (see `heatvol info`) and the run goes on; the exit status is then 3.
+
+    \b
+    Install the default backend (BlazePose, CPU, no downloads at run time):
+      pip install --no-deps -r requirements-extract.txt
+
+    \b
+    Examples:
+      heatvol extract ../shared/data/videos                   # -> poses.h5
+      heatvol extract videos/ --out poses.h5 --labels labels.csv --workers 2
+      heatvol show poses.h5 S001C001P001R001A001_rgb --out p.png \\
+          --video ../shared/data/videos/S001C001P001R001A001_rgb.avi
+    """
+    from ..extract import BackendUnavailable, ExtractError, extract_videos
+    from ..store import StoreError
+
+    if max_persons < 1:
+        fail(f"--max-persons must be at least 1, got {max_persons}")
+    if workers < 1:
+        fail(f"--workers must be at least 1, got {workers}")
+    if backend == "blazepose" and device == "cuda":
+        fail("the blazepose backend runs on the CPU only; use --backend mmpose for --device cuda")
+    if backend == "blazepose" and layout != "coco17" and layout != "blazepose33":
+        fail(f"--layout {layout}: blazepose gives coco17 or blazepose33")
+    if backend == "mmpose" and layout != "coco17":
+        fail("--backend mmpose gives coco17 keypoints only")
+
+    def on_failure(name, reason):
+        click.echo(f"heatvol: failed {name}: {reason}", err=True)
+
+    try:
+        report = extract_videos(list(inputs), out, backend=backend, layout=layout,
+                                max_persons=max_persons, det_score_thr=det_score_thr,
+                                det_interval=det_interval, workers=workers, device=device,
+                                labels=labels, overwrite=overwrite, progress=not quiet,
+                                det_config=det_config, det_checkpoint=det_checkpoint,
+                                pose_config=pose_config, pose_checkpoint=pose_checkpoint,
+                                on_failure=on_failure)
+    except BackendUnavailable as exc:
+        fail(exc)
+    except (ExtractError, StoreError, ValueError, FileNotFoundError) as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        fail("interrupted; videos finished so far are in the store (run again to resume)",
+             EXIT_INTERRUPTED)
+    click.echo(f"{out}: extracted {len(report.extracted)} videos"
+               + (f" ({report.frames:,} frames, {report.fps:.1f} frames/s)"
+                  if report.extracted else "")
+               + (f", {len(report.skipped)} already there" if report.skipped else "")
+               + (f", {len(report.failed)} failed" if report.failed else ""))
+    if report.failed:
+        sys.exit(EXIT_SKIPPED)
+
+
+@click.command("import", context_settings=CONTEXT)
+@click.argument("fmt", metavar="FORMAT", type=LazyChoice(_formats))
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Pose store to write (HDF5).")
+@click.option("--layout", default=None, help="Override the skeleton layout (pyskl only; "
+              "default: inferred from the joint count).")
+@click.option("--strict", is_flag=True, help="Stop at the first bad file instead of skipping it.")
+@click.option("--overwrite", is_flag=True, help="Start a new store instead of resuming into an "
+              "existing one.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def import_cmd(fmt, src, out, layout, strict, overwrite, quiet):
+    """Import a public skeleton dataset into a pose store.
+
+    \b
+    FORMAT and SRC:
+      penn-action        folder of Penn Action .mat files        -> 2D penn13
+      nw-ucla            folder of NW-UCLA JSON skeletons        -> 3D kinect20
+      pyskl              a pyskl / mmaction2 annotation .pkl     -> 2D or 3D
+      ntu                folder of NTU RGB+D .skeleton files     -> 3D ntu25
+      kinetics-skeleton  folder of ST-GCN Kinetics-skeleton JSON -> 2D openpose18
+
+    Sequences are named by their source file stems (pyskl: frame_dir). An existing store is
+    resumed: sequences already in it are skipped. A bad file is reported and skipped
+    (--strict stops instead). pyskl pickles execute code when loaded: only import files from
+    a source you trust.
+
+    \b
+    Example:
+      heatvol import penn-action ../shared/data/penn_action --out penn.h5
+    """
+    from ..importers import ImportFailed, import_dataset
+    from ..store import StoreError
+
+    kwargs = {"layout": layout} if layout else {}
+    try:
+        report = import_dataset(fmt, src, out, strict=strict, overwrite=overwrite,
+                                progress=not quiet,
+                                on_problem=lambda line: click.echo(f"heatvol: skipped {line}",
+                                                                   err=True), **kwargs)
+    except (ImportFailed, StoreError, ValueError, FileNotFoundError) as exc:
+        fail(exc)
+    click.echo(f"{out}: imported {report.imported} sequences"
+               + (f", {report.skipped_existing} already there" if report.skipped_existing else "")
+               + (f", {len(report.problems)} bad files skipped" if report.problems else ""))
+    if report.problems:
+        sys.exit(EXIT_SKIPPED)
+
+
+@click.command("export", context_settings=CONTEXT)
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(["pyskl"]))
+@click.argument("store", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="File to write.")
+def export_cmd(fmt, store, out):
+    """Export a pose store to another toolkit's format.
+
+    \b
+    pyskl: the annotation pickle of pyskl / mmaction2 ({'split', 'annotations'}).
+
+    \b
+    Example:
+      heatvol export pyskl penn.h5 --out penn.pkl
+    """
+    from ..importers import export_pyskl
+    from ..store import StoreError
+
+    try:
+        n = export_pyskl(store, out)
+    except (StoreError, ValueError) as exc:
+        fail(exc)
+    click.echo(f"{out}: wrote {n} annotations")
+
+
+@click.command("info", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info_cmd(path, as_json):
+    """Summarise a pose store or a volume file.
+
+    \b
+    Example:
+      heatvol info poses.h5
+      heatvol info poses.h5 --json | jq .splits
+    """
+    from ..store import StoreError
+
+    try:
+        with open_any(path) as obj:
+            summary = obj.summary()
+    except StoreError as exc:
+        fail(exc)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(_format_summary(summary))
+
+
+def _format_summary(s: dict) -> str:
+    lines = [f"{s['path']}  ({s['kind']}, format v{s['format_version']})"]
+    if s["kind"] == "poses":
+        f = s["frames_per_sequence"]
+        lines += [
+            f"  layout      {s['layout']} ({s['joints']} joints, {s['dims']}D)",
+            f"  sequences   {s['sequences']:,}",
+            f"  frames      {s['frames']:,}  (per sequence: min {f['min']}, median "
+            f"{f['median']:g}, mean {f['mean']:g}, max {f['max']})",
+            "  persons     " + ", ".join(f"{m}: {c:,}" for m, c in
+                                         s["persons_per_sequence"].items()) + "  (M: sequences)",
+        ]
+    else:
+        lines += [f"  {k:<11} {v}" for k, v in s.get("settings", {}).items()]
+        lines.append(f"  samples     {s['samples']:,}")
+    classes = s.get("classes", {})
+    if classes:
+        width = max(len(c) for c in classes)
+        lines.append(f"  classes     {len(classes)}" +
+                     (f"  ({s['unlabelled']:,} unlabelled)" if s.get("unlabelled") else ""))
+        lines += [f"    {i:>3}  {name:<{width}}  {count:,}" for i, (name, count) in
+                  enumerate(classes.items())]
+    if s.get("splits"):
+        lines.append("  splits      " + ", ".join(f"{k}: {v:,}" for k, v in s["splits"].items()))
+    if s.get("failures"):
+        lines.append(f"  failures    {len(s['failures'])}")
+        lines += [f"    {name}: {why}" for name, why in s["failures"].items()]
+    return "\n".join(lines)
+
+
+@click.command("check", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(path_type=Path))
+def check_cmd(path):
+    """Validate every invariant of a pose store; exit status 1 lists each problem.
+
+    Checks shapes, finite coordinates, scores in [0, 1], image shapes of 2D data, labels
+    within the classes, and that every split member exists.
+
+    \b
+    Example:
+      heatvol check poses.h5 && echo sound
+    """
+    from ..store import PoseStore, StoreError
+
+    try:
+        with PoseStore(path) as store:
+            problems = store.check()
+            n = len(store)
+    except StoreError as exc:
+        fail(exc)
+    if problems:
+        for p in problems:
+            click.echo(f"{path}: {p}", err=True)
+        fail(f"{len(problems)} problems in {path}")
+    click.echo(f"{path}: OK ({n:,} sequences)")

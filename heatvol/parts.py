@@ -1,0 +1,151 @@
+"""Crash-safe part files: how the pose store and the volume files make appends durable.
+
+A file ``X.h5`` that is appended to is never modified in place. Each batch of appends becomes an
+immutable *part* ``X.h5.parts/part-00000007.h5``: written under a temporary name, fsynced, then
+renamed into place (a rename is atomic), and the folder fsynced. A reader sees the main file
+plus every part not yet merged into it. Merging writes a new main file under a temporary name
+(``X.h5.tmp-PID``) that records ``merged_through`` (the last part id it holds) and atomically
+replaces the old one; the merged parts are removed afterwards. A process killed at any instant
+therefore leaves the committed batches readable, and the next writer cleans up what it left.
+
+One writer per file: :class:`WriterLock` is an advisory lock file beside it (``X.h5.lock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["PartFiles", "WriterLock", "WriterBusy", "fsync_file", "fsync_dir"]
+
+PART_RE = re.compile(r"^part-(\d{8})\.h5$")
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fsync_file(path)  # a folder is fsynced through a read-only descriptor, like a file
+
+
+class PartFiles:
+    """The part files of ``path`` (``path.parts/part-NNNNNNNN.h5``) and their life cycle."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.dir = self.path.with_name(self.path.name + ".parts")
+
+    def list(self) -> list[tuple[int, Path]]:
+        """(part id, path) of every finished part, in id order."""
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for entry in self.dir.iterdir():
+            match = PART_RE.match(entry.name)
+            if match:
+                found.append((int(match.group(1)), entry))
+        return sorted(found)
+
+    def next_id(self, merged_through: int) -> int:
+        """The id of the next part: after every part and after what the main file holds."""
+        return max([pid for pid, _ in self.list()] + [int(merged_through)]) + 1
+
+    @contextlib.contextmanager
+    def new_part(self, part_id: int) -> Iterator[Path]:
+        """Yield a temporary path to write part ``part_id`` to; on success it becomes durable
+        under its final name. On an error (a full disk...) the temporary file is removed."""
+        self.dir.mkdir(exist_ok=True)
+        final = self.dir / f"part-{part_id:08d}.h5"
+        tmp = final.with_name(final.name + ".tmp")
+        try:
+            yield tmp
+            fsync_file(tmp)
+            os.rename(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.dir)
+
+    @contextlib.contextmanager
+    def new_main(self) -> Iterator[Path]:
+        """Yield a temporary path for a new main file; on success it atomically replaces the old
+        one. On an error the temporary file is removed and the old main file stays."""
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        try:
+            yield tmp
+            fsync_file(tmp)
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.path.parent)
+
+    def remove_temporaries(self) -> None:
+        """Remove the temporary files a killed writer left (main ``.tmp-PID``, parts ``.tmp``)."""
+        for tmp in self.path.parent.glob(self.path.name + ".tmp-*"):
+            tmp.unlink(missing_ok=True)
+        if self.dir.is_dir():
+            for tmp in self.dir.glob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+    def remove_merged(self, merged_through: int) -> None:
+        """Remove the parts the main file already holds, and the folder once it is empty."""
+        for pid, part in self.list():
+            if pid <= merged_through:
+                part.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
+    def remove_all(self) -> None:
+        """Remove the main file and every part (an overwrite)."""
+        self.path.unlink(missing_ok=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class WriterBusy(Exception):
+    """Another process holds the writer lock of this file."""
+
+
+class WriterLock:
+    """An exclusive advisory lock ``path.lock``: one writer per file at a time.
+
+    ``acquire()`` raises :class:`WriterBusy` at once (it never waits) when another process
+    holds it. The lock file is removed on release, while still held."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> WriterLock:
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise WriterBusy(f"{self.path}: another process is writing this file; wait for "
+                                 f"it to finish") from None
+            try:
+                if os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino:
+                    self._fd = fd
+                    return self
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the previous holder removed that lock file meanwhile: take the new one
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.lock_path.unlink(missing_ok=True)  # while still holding it
+            os.close(self._fd)
+            self._fd = None
