@@ -67,6 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 DEFAULT_BUDGET_S = 540          # 9 minutes per part (the issue's limit)
 GRACE_S = 20                    # SIGTERM -> SIGKILL
+EXIT_SKIPPED = 3                # heatvol: finished, but some inputs were skipped (import)
 SCHEMA = 1
 
 # ---------------------------------------------------------------------------- targets
@@ -172,7 +173,8 @@ class Commands:
     def render(poses: Path, out: Path, *, device: str, size: int, dtype: str, split: str,
                workers: int) -> list[str]:
         return _heatvol() + ["render", str(poses), "--out", str(out), "--limb", "--size",
-                             str(size), "--dtype", dtype, "--split", split, "--device", device,
+                             str(size), "--dtype", dtype, "--split", split,
+                             "--render-device", device,
                              "--workers", str(workers), "--overwrite", "-q"]
 
     @staticmethod
@@ -247,6 +249,7 @@ class Job:
     label: str
     argv: list[str]
     env: dict = field(default_factory=dict)
+    skips_ok: bool = False   # exit 3 (finished, some inputs skipped) counts as done
 
 
 class Part:
@@ -306,6 +309,8 @@ class Part:
                 status = "stopped at budget"
             elif rc == 0:
                 status = "ok"
+            elif rc == EXIT_SKIPPED and job.skips_ok:
+                status = "ok"      # finished; the inputs it skipped are named in its log
             else:
                 status = f"failed (exit {rc})"
             stdout = out.read_text(errors="replace")
@@ -366,7 +371,8 @@ def _store(key: str, data: Path, work: Path) -> tuple[Path, Job | None]:
     sub, fmt, name = DATASETS[key]
     if (data / name).is_file():
         return data / name, None
-    return work / name, Job(f"import_{key}", Commands.import_store(fmt, data / sub, work / name))
+    return work / name, Job(f"import_{key}", Commands.import_store(fmt, data / sub, work / name),
+                            skips_ok=True)
 
 
 def run_speed(args, sched: dict, data: Path, work: Path, logs: Path, machine: dict,
@@ -374,14 +380,14 @@ def run_speed(args, sched: dict, data: Path, work: Path, logs: Path, machine: di
     part = Part("speed", args.budget, logs, start)
     res: dict = {}
     sim_env = {"NUMBA_ENABLE_CUDASIM": "1"} if args.dry_run else {}
-    backend = "cuda-simulator" if args.dry_run else "cuda"
+    render_device = "cuda-simulator" if args.dry_run else "cuda"
     cores = os.cpu_count() or 1
     has_pytest = bool(machine.get("pytest"))
 
     penn, import_penn = _store("penn", data, work)
     eq = sched["equivalence"]
     jobs = [Job("equivalence", Commands.worker(
-                "correctness", "--backend", backend, "--batches", str(eq["batches"]),
+                "correctness", "--render-device", render_device, "--batches", str(eq["batches"]),
                 "--batch", str(eq["batch"]), "--frames", str(eq["frames"]),
                 "--sizes", *map(str, eq["sizes"])), env=sim_env)]
     if import_penn:
@@ -640,11 +646,11 @@ def checks(report: dict) -> list[dict]:
                     inter[kind].get("ok") if isinstance(inter[kind], dict) else None,
                     isinstance(inter[kind], dict) and inter[kind].get("ok"))
         rc = sp.get("render_cli", {})
-        add(f"`heatvol render --device cuda` file = CPU file ({rc.get('gpu_side', '?')})",
+        add(f"`heatvol render --render-device cuda` file = CPU file ({rc.get('gpu_side', '?')})",
             "same", rc.get("same_file"), rc.get("same_file"))
         if "cuda_without_gpu" in rc:
             nogpu = rc["cuda_without_gpu"]
-            add("dry run: `heatvol render --device cuda` without a GPU", "fails, one line",
+            add("dry run: `heatvol render --render-device cuda` without a GPU", "fails, one line",
                 f"{nogpu['status']}, {nogpu['message_lines']} line(s)",
                 nogpu["status"].startswith("failed") and nogpu["message_lines"] == 1
                 and "no usable CUDA GPU" in nogpu["message"])
@@ -844,10 +850,10 @@ def _random_case(rng, batch, persons, frames, size, K=17):
 
 
 def _worker_correctness(argv) -> int:
-    """Equivalence of the CUDA (or simulated) backend with the CPU one through the front door,
+    """Equivalence of the CUDA (or simulated) renderer with the CPU one through the front door,
     one JSON line per batch (so a run stopped at its budget keeps what it did), then interop."""
     p = argparse.ArgumentParser()
-    p.add_argument("--backend", required=True)
+    p.add_argument("--render-device", required=True)
     p.add_argument("--batches", type=int, required=True)
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--frames", type=int, required=True)
@@ -869,38 +875,38 @@ def _worker_correctness(argv) -> int:
                "samples": a.batch, "max_abs": {}, "identical": {}}
         for dtype in tol:
             kw = dict(size=size, mode=mode, sigma=0.6, dtype=dtype)
-            got = heatvol.render_batch(kp, sc, backend=a.backend, **kw)
-            want = heatvol.render_batch(kp, sc, backend="cpu", **kw)
+            got = heatvol.render_batch(kp, sc, render_device=a.render_device, **kw)
+            want = heatvol.render_batch(kp, sc, render_device="cpu", **kw)
             row["max_abs"][dtype] = float(np.abs(got.astype(np.float32)
                                                  - want.astype(np.float32)).max())
             row["identical"][dtype] = bool(np.array_equal(got.view(np.uint8),
                                                           want.view(np.uint8)))
         print(json.dumps(row), flush=True)
-    print(json.dumps({"kind": "interop", **_interop(a.backend, rng)}), flush=True)
+    print(json.dumps({"kind": "interop", **_interop(a.render_device, rng)}), flush=True)
     return 0
 
 
-def _interop(backend: str, rng) -> dict:
+def _interop(render_device: str, rng) -> dict:
     """Device arrays in, device arrays out, ``out=`` filled in place: CuPy and torch on a GPU;
     Numba device arrays (the only kind the simulator has) in both."""
     import numpy as np
 
     import heatvol
 
-    size = 16 if backend == "cuda" else 6
-    kp, sc = _random_case(rng, 2, 2, 4 if backend == "cuda" else 1, size)
+    size = 16 if render_device == "cuda" else 6
+    kp, sc = _random_case(rng, 2, 2, 4 if render_device == "cuda" else 1, size)
     kinds = {"numba": _interop_numba}
     out = {}
-    if backend == "cuda":
+    if render_device == "cuda":
         kinds |= {"cupy": _interop_cupy, "torch": _interop_torch}
     else:
         out = {"cupy": "not run: dry run (no GPU)", "torch": "not run: dry run (no GPU)"}
     for kind, check in kinds.items():
         modes = []
         for mode in ("joint", "limb"):
-            want = heatvol.render_batch(kp, sc, size=size, mode=mode, backend="cpu")
+            want = heatvol.render_batch(kp, sc, size=size, mode=mode, render_device="cpu")
             try:
-                res = check(kp, sc, size, mode, want, backend)
+                res = check(kp, sc, size, mode, want, render_device)
             except ImportError as exc:
                 res = {"ok": None, "error": f"not installed: {exc}"}
             except Exception as exc:  # noqa: BLE001 - an interop failure is a finding
@@ -911,15 +917,15 @@ def _interop(backend: str, rng) -> dict:
     return out
 
 
-def _interop_numba(kp, sc, size, mode, want, backend):
+def _interop_numba(kp, sc, size, mode, want, render_device):
     import numpy as np
     from numba import cuda
 
     d_kp, d_sc = cuda.to_device(kp), cuda.to_device(sc)
-    dev = heatvol_render(d_kp, d_sc, size=size, mode=mode, backend=backend)
+    dev = heatvol_render(d_kp, d_sc, size=size, mode=mode, render_device=render_device)
     buf = cuda.device_array(want.shape, np.float16)
     ret = heatvol_render(d_kp, d_sc, size=size, mode=mode, dtype=np.float16, out=buf,
-                         backend=backend)
+                         render_device=render_device)
     res = {"out_kind": type(dev).__module__.split(".")[0],
            "equal": bool(np.array_equal(dev.copy_to_host(), want)),
            "out_in_place": ret is buf and bool(np.array_equal(
@@ -927,16 +933,16 @@ def _interop_numba(kp, sc, size, mode, want, backend):
     return res | {"ok": res["out_kind"] == "numba" and res["equal"] and res["out_in_place"]}
 
 
-def _interop_cupy(kp, sc, size, mode, want, backend):
+def _interop_cupy(kp, sc, size, mode, want, render_device):
     import cupy
     import numpy as np
 
     c_kp, c_sc = cupy.asarray(kp), cupy.asarray(sc)
-    got = heatvol_render(c_kp, c_sc, size=size, mode=mode, backend=backend)
+    got = heatvol_render(c_kp, c_sc, size=size, mode=mode, render_device=render_device)
     buf = cupy.empty(want.shape, cupy.float16)
     ptr = buf.data.ptr
     ret = heatvol_render(c_kp, c_sc, size=size, mode=mode, dtype=np.float16, out=buf,
-                         backend=backend)
+                         render_device=render_device)
     res = {"out_kind": type(got).__module__.split(".")[0],
            "equal": bool(np.array_equal(cupy.asnumpy(got), want)),
            "out_in_place": ret is buf and buf.data.ptr == ptr and bool(np.array_equal(
@@ -944,16 +950,16 @@ def _interop_cupy(kp, sc, size, mode, want, backend):
     return res | {"ok": res["out_kind"] == "cupy" and res["equal"] and res["out_in_place"]}
 
 
-def _interop_torch(kp, sc, size, mode, want, backend):
+def _interop_torch(kp, sc, size, mode, want, render_device):
     import numpy as np
     import torch
 
     t_kp, t_sc = torch.from_numpy(kp).cuda(), torch.from_numpy(sc).cuda()
-    got = heatvol_render(t_kp, t_sc, size=size, mode=mode, backend=backend)
+    got = heatvol_render(t_kp, t_sc, size=size, mode=mode, render_device=render_device)
     buf = torch.empty(want.shape, dtype=torch.bfloat16, device="cuda")
     ptr = buf.data_ptr()
     ret = heatvol_render(t_kp, t_sc, size=size, mode=mode, dtype=torch.bfloat16, out=buf,
-                         backend=backend)
+                         render_device=render_device)
     bf16 = torch.from_numpy(want).to(torch.bfloat16)   # torch's round-to-nearest-even
     res = {"out_kind": type(got).__module__.split(".")[0], "out_on_gpu": bool(got.is_cuda),
            "equal": bool(np.array_equal(got.cpu().numpy(), want)),
