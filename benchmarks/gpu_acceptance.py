@@ -9,13 +9,14 @@ docs/benchmarks.md), ``OUT/logs/`` (each command's stdout/stderr), ``OUT/work/``
 checkpoints, test results). Running ``--part speed`` and then ``--part accuracy`` with the same
 OUT merges both into one JSON and one table. See docs/gpu.md for running it on a GPU machine.
 
+First a probe (seconds; counted in the first part's budget) records the versions, the GPU,
+and whether every module a part needs is installed (pytest, CuPy: optional); without a usable
+GPU, or with a module missing, a real run stops there with one line.
+
 Parts and their budgets (seconds of wall time, for the default ``--budget 540`` = 9 minutes;
 ``--budget`` scales every step, and the accuracy part's training epochs, in proportion). A step
 that reaches its budget is stopped (SIGTERM: `heatvol train` finishes its step and writes
 last.pt; SIGKILL 20 s later) and the part goes on with what it has:
-
-Before either part, a probe (<= 2 min; seconds in practice) records the versions, the GPU, and
-whether pytest / hypothesis / CuPy are installed; without a usable GPU a run stops there.
 
 speed (correctness first, then timings; nothing else runs while something is timed)
  130  correctness (concurrently) import Penn Action; 1,000 random full-size samples, joint and
@@ -150,9 +151,9 @@ UCLA_WEIGHTS = [2, 2, 1, 1]
 
 
 def _heatvol() -> list[str]:
-    """The installed `heatvol` console script of this Python, else ``python -m heatvol.cli``."""
-    script = Path(sys.executable).with_name("heatvol")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "heatvol.cli"]
+    """The `heatvol` command, run by this Python: the same interpreter and import path as this
+    script (a console script on PATH may belong to another install)."""
+    return [sys.executable, "-m", "heatvol.cli"]
 
 
 def _sets(sets: dict) -> list[str]:
@@ -286,22 +287,24 @@ class Part:
                                         stdin=subprocess.DEVNULL, start_new_session=True)
             procs[job.label] = (proc, out, err, job)
         stopped = set()
-        while any(p.poll() is None for p, *_ in procs.values()):
-            if time.monotonic() >= deadline:
-                for label, (proc, *_rest) in procs.items():
-                    if proc.poll() is None:
-                        stopped.add(label)
-                        _signal_group(proc, signal.SIGTERM)
-                kill_at = time.monotonic() + GRACE_S
-                while time.monotonic() < kill_at and any(p.poll() is None
-                                                         for p, *_ in procs.values()):
-                    time.sleep(0.2)
-                for proc, *_rest in procs.values():
-                    if proc.poll() is None:
-                        _signal_group(proc, signal.SIGKILL)
-                        proc.wait()
-                break
-            time.sleep(0.2)
+        try:
+            while any(p.poll() is None for p, *_ in procs.values()):
+                if time.monotonic() >= deadline:
+                    for label, (proc, *_rest) in procs.items():
+                        if proc.poll() is None:
+                            stopped.add(label)
+                            _signal_group(proc, signal.SIGTERM)
+                    kill_at = time.monotonic() + GRACE_S
+                    while time.monotonic() < kill_at and any(p.poll() is None
+                                                             for p, *_ in procs.values()):
+                        time.sleep(0.2)
+                    break
+                time.sleep(0.2)
+        finally:  # also on Ctrl-C: the jobs run in their own sessions and would outlive us
+            for proc, *_rest in procs.values():
+                if proc.poll() is None:
+                    _signal_group(proc, signal.SIGKILL)
+                    proc.wait()
         results = {}
         for label, (proc, out, err, job) in procs.items():
             rc = proc.wait()
@@ -528,13 +531,14 @@ def run_accuracy(args, sched: dict, data: Path, work: Path, logs: Path,
                  start: float | None = None) -> dict:
     part = Part("accuracy", args.budget, logs, start)
     res: dict = {"schedules": {"penn": sched["penn"], "ucla": sched["ucla"]}}
-    (penn, import_penn), (ucla, import_ucla) = _store("penn", data, work), _store("ucla", data, work)
-    jobs = [job for job in (import_penn, import_ucla) if job]
+    (penn, import_penn), (ucla, import_ucla) = _store("penn", data, work), _store("ucla", data,
+                                                                                   work)
+    imports = {"penn": import_penn, "ucla": import_ucla}
+    jobs = [job for job in imports.values() if job]
     runs = part.run("import", jobs) if jobs else {}
-    ready = {key: job is None or runs[job.label]["status"] == "ok"
-             for key, job in (("penn", import_penn), ("ucla", import_ucla))}
+    ready = {key: job is None or runs[job.label]["status"] == "ok" for key, job in imports.items()}
     res["stores"] = {"penn": str(penn), "ucla": str(ucla),
-                     "given": [k for k, j in (("penn", import_penn), ("ucla", import_ucla)) if not j]}
+                     "given": [key for key, job in imports.items() if job is None]}
 
     p, u = sched["penn"], sched["ucla"]
     # epochs in proportion to the training budget (a --budget below 540 s trains less)
@@ -666,7 +670,8 @@ def checks(report: dict) -> list[dict]:
             ratio is not None and ratio >= TARGETS["render_gpu_vs_cpu_min"])
         g = sp.get("train_throughput", {}).get("gpu", {})
         wait = g.get("data_wait_fraction")
-        add("train --render gpu: data wait / step time", f"< {TARGETS['train_gpu_data_wait_max']:.0%}",
+        add("train --render gpu: data wait / step time",
+            f"< {TARGETS['train_gpu_data_wait_max']:.0%}",
             wait, wait is not None and wait < TARGETS["train_gpu_data_wait_max"], "%")
     ac = report["parts"].get("accuracy")
     if ac:
@@ -706,7 +711,8 @@ def _pct(v) -> str:
 
 def markdown(report: dict) -> str:
     m = report.get("machine", {})
-    lines = [f"## GPU acceptance (benchmarks/gpu_acceptance.py{' --dry-run' if report['dry_run'] else ''})",
+    dry = " --dry-run" if report["dry_run"] else ""
+    lines = [f"## GPU acceptance (benchmarks/gpu_acceptance.py{dry})",
              "",
              f"Machine: {m.get('gpu', '?')}; {m.get('cpu_count', '?')} CPU cores "
              f"({m.get('cpu', '?')}); torch {m.get('torch', '?')}, numba {m.get('numba', '?')} "
@@ -718,7 +724,8 @@ def markdown(report: dict) -> str:
              "| check | target | measured | pass |", "|---|---|---|---|"]
     for c in report["checks"]:
         ok = {True: "yes", False: "**no**", None: "—"}[c["pass"]]
-        lines.append(f"| {c['check']} | {c['target']} | {_fmt(c['value'], c.get('unit', ''))} | {ok} |")
+        value = _fmt(c["value"], c.get("unit", ""))
+        lines.append(f"| {c['check']} | {c['target']} | {value} | {ok} |")
     sp = report["parts"].get("speed")
     if sp and sp.get("render_gpu", {}).get("rows"):
         lines += ["", "render_gpu (T = 48, M = 2, K = 17, float32; kernel alone, CUDA events; "
@@ -753,7 +760,9 @@ def markdown(report: dict) -> str:
             sched = (f"{er.get('penn' if name.startswith('penn') else 'ucla')} epochs, batch "
                      f"{s['batch_size']}, lr {s['lr']}; test {s['test']['num_clips']} clips"
                      + (" + flip" if s["test"]["flip"] else ""))
-            lines.append(f"| {name} | {sched} | {tr.get('steps')} / {tr.get('total_steps')} | "
+            ran = f"{tr.get('steps')} / {tr.get('total_steps')}" + (
+                f" ({tr['status']})" if tr.get("status", "ok") != "ok" else "")
+            lines.append(f"| {name} | {sched} | {ran} | "
                          f"{_pct(t.get('top1'))} | {_pct(t.get('top5'))} | "
                          f"{_pct(t.get('mean_class'))} |")
         for name, e in ac.get("ensemble", {}).items():
@@ -769,13 +778,15 @@ def markdown(report: dict) -> str:
 
 def one_screen(report: dict) -> str:
     m = report.get("machine", {})
-    rows = [f"GPU acceptance{' (DRY RUN: CPU, simulator, tiny settings)' if report['dry_run'] else ''}"
+    dry = " (DRY RUN: CPU, simulator, tiny settings)" if report["dry_run"] else ""
+    rows = [f"GPU acceptance{dry}"
             f" on {m.get('gpu', '?')}, {m.get('cpu_count', '?')} CPU cores"]
     for part, p in report["parts"].items():
         rows.append(f"  {part}: {p['part']['wall_s']:.0f} s of {p['part']['budget_s']:.0f} s")
     for c in report["checks"]:
         mark = {True: "PASS", False: "FAIL", None: " -- "}[c["pass"]]
-        rows.append(f"  [{mark}] {c['check']}: {_fmt(c['value'], c.get('unit', ''))} (target {c['target']})")
+        value = _fmt(c["value"], c.get("unit", ""))
+        rows.append(f"  [{mark}] {c['check']}: {value} (target {c['target']})")
     rows.append(f"  JSON: {report['json']}  table: {report['markdown']}")
     return "\n".join(rows)
 
