@@ -653,8 +653,16 @@ def checks(report: dict) -> list[dict]:
         for dtype in ("float32", "float16", "uint8"):
             v = c.get(f"{dtype}_max_abs")
             tol = TARGETS[f"equivalence_{dtype}_max_abs"]
-            add(f"CUDA = CPU kernels, {dtype}, {n} samples (max abs diff)", f"<= {tol:g}",
-                v, v is not None and v <= tol and full)
+            same = f"{c.get(f'{dtype}_bit_identical_batches')}/{c.get('batches')}"
+            add(f"CUDA = CPU kernels, {dtype}, {n} samples: max abs diff ({same} batches "
+                f"bit-identical)", f"<= {tol:g}", v, v is not None and v <= tol and full)
+        py = sp.get("pytest_test_cuda", {})
+        summary = py.get("summary")
+        add("tests/test_cuda.py -k gpu_full_size (pytest)", "passed", summary,
+            summary and "passed" in summary and "failed" not in summary and "error" not in summary
+            and py.get("status") == "ok")
+        if summary and "passed" not in summary and "failed" not in summary:
+            out[-1]["pass"] = None       # skipped: no GPU (the dry run)
         inter = c.get("interop") or {}
         for kind in ("cupy", "torch", "numba"):
             if kind in inter:
@@ -677,10 +685,10 @@ def checks(report: dict) -> list[dict]:
         ratio = min((r["gpu_over_cpu"] for r in rows), default=None)
         add(f"render_gpu: GPU time / write floor, worst at B >= {b} ({tpb} threads/block)",
             f"<= {TARGETS['render_gpu_floor_ratio_max']}", floor,
-            floor is not None and floor <= TARGETS["render_gpu_floor_ratio_max"])
+            floor is not None and floor <= TARGETS["render_gpu_floor_ratio_max"], "ratio")
         add(f"render_gpu: GPU / all CPU cores samples/s, worst at B >= {b} ({tpb} threads)",
             f">= {TARGETS['render_gpu_vs_cpu_min']:.0f}x", ratio,
-            ratio is not None and ratio >= TARGETS["render_gpu_vs_cpu_min"])
+            ratio is not None and ratio >= TARGETS["render_gpu_vs_cpu_min"], "x")
         g = sp.get("train_throughput", {}).get("gpu", {})
         wait = g.get("data_wait_fraction")
         add("train --render gpu: data wait / step time",
@@ -709,6 +717,10 @@ def checks(report: dict) -> list[dict]:
 def _fmt(v, unit: str = "") -> str:
     if unit == "%" and isinstance(v, float):
         return f"{100 * v:.2f} %"
+    if unit == "x" and isinstance(v, float):
+        return f"{v:.0f}x" if v >= 10 else f"{v:.3g}x"
+    if unit == "ratio" and isinstance(v, float):
+        return f"{v:.2f}" if v < 100 else f"{v:.3g}"
     if v is None:
         return "not measured"
     if isinstance(v, bool):
@@ -727,7 +739,8 @@ def markdown(report: dict) -> str:
     dry = " --dry-run" if report["dry_run"] else ""
     lines = [f"## GPU acceptance (benchmarks/gpu_acceptance.py{dry})",
              "",
-             f"Machine: {m.get('gpu', '?')}; {m.get('cpu_count', '?')} CPU cores "
+             f"Machine: {m.get('gpu', '?')} ({m.get('nvidia_smi') or 'no nvidia-smi'}); "
+             f"{m.get('cpu_count', '?')} CPU cores "
              f"({m.get('cpu', '?')}); torch {m.get('torch', '?')}, numba {m.get('numba', '?')} "
              f"(numba.cuda: {m.get('numba_cuda', '?')}), CuPy {m.get('cupy') or 'absent'}. "
              f"Run {report['started']}, commit {report.get('commit', '?')}."
