@@ -104,8 +104,8 @@ def test_dry_run_report_and_table(dry_run):
     report, md = dry_run["report"], dry_run["markdown"]
     names = [c["check"] for c in report["checks"]]
     for needle in ("CUDA = CPU kernels, float32", "tests/test_cuda.py", "interop: cupy",
-                   "interop: torch", "`heatvol render --render-device cuda` file = CPU file", "write floor",
-                   "all CPU cores", "data wait", "Penn Action SlowOnly joint",
+                   "interop: torch", "`heatvol render --render-device cuda` file = CPU file",
+                   "write floor", "all CPU cores", "data wait", "Penn Action SlowOnly joint",
                    "joint + limb fusion", "NW-UCLA DualHead-Net joint", "4-stream"):
         assert any(needle in n for n in names), needle
     # every check has a row in the table, and the tables are well formed
