@@ -288,17 +288,24 @@ class Part:
                 proc = subprocess.Popen(job.argv, cwd=cwd, env=env, stdout=fo, stderr=fe,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
             procs[job.label] = (proc, out, err, job)
-        stopped = set()
+        stopped, ended = set(), {}
+
+        def running() -> bool:
+            now = time.monotonic()
+            for label, (proc, *_rest) in procs.items():
+                if label not in ended and proc.poll() is not None:
+                    ended[label] = now
+            return len(ended) < len(procs)
+
         try:
-            while any(p.poll() is None for p, *_ in procs.values()):
+            while running():
                 if time.monotonic() >= deadline:
                     for label, (proc, *_rest) in procs.items():
                         if proc.poll() is None:
                             stopped.add(label)
                             _signal_group(proc, signal.SIGTERM)
                     kill_at = time.monotonic() + GRACE_S
-                    while time.monotonic() < kill_at and any(p.poll() is None
-                                                             for p, *_ in procs.values()):
+                    while time.monotonic() < kill_at and running():
                         time.sleep(0.2)
                     break
                 time.sleep(0.2)
@@ -321,12 +328,13 @@ class Part:
             stdout = out.read_text(errors="replace")
             stderr = err.read_text(errors="replace")
             results[label] = {"status": status, "rc": rc, "stdout": stdout, "stderr": stderr,
+                              "wall_s": round(ended.get(label, time.monotonic()) - t0, 1),
                               "log": str(out.relative_to(self.logs.parent)),
                               "command": " ".join(job.argv)}
         wall = time.monotonic() - t0
         self.steps[step] = {
             "budget_s": round(budget, 1), "wall_s": round(wall, 1),
-            "jobs": {k: {"status": v["status"], "log": v["log"]} |
+            "jobs": {k: {"status": v["status"], "wall_s": v["wall_s"], "log": v["log"]} |
                      ({"tail": _tail(v["stdout"], v["stderr"])} if v["status"] != "ok" else {})
                      for k, v in results.items()}}
         print(f"  [{self.name}] {step}: {wall:.0f} s of {budget:.0f} s; "
@@ -419,7 +427,7 @@ def run_speed(args, sched: dict, data: Path, work: Path, logs: Path, machine: di
         jobs = [Job("cpu", Commands.render(penn, cpu_out, device="cpu", workers=cpu_workers,
                                            **common)),
                 # the dry run has no GPU: the CPU (one worker) writes the second file, and
-                # --device cuda must fail with one line
+                # --render-device cuda must fail with one line
                 Job("cuda", Commands.render(penn, gpu_out, workers=1, device="cpu"
                                             if args.dry_run else "cuda", **common))]
         if args.dry_run:
@@ -579,6 +587,9 @@ def run_accuracy(args, sched: dict, data: Path, work: Path, logs: Path,
                 device=u["device"], modality=modality, sets=u["sets"],
                 max_steps=u.get("max_steps"), clip_len=u.get("clip_len")),
                 env={"OMP_NUM_THREADS": threads}))
+    for name in streams:   # an earlier run's checkpoints must not stand in for this one's
+        shutil.rmtree(work / "runs" / name, ignore_errors=True)
+        (work / "results" / f"{name}.json").unlink(missing_ok=True)
     trained = part.run("train", jobs) if jobs else {}
     res["train"] = {}
     for name, run in trained.items():
@@ -683,10 +694,11 @@ def checks(report: dict) -> list[dict]:
         rows = [r for r in rg.get("rows", []) if r["batch"] >= b and r["threads"] == tpb]
         floor = max((r["gpu_over_floor"] for r in rows), default=None)
         ratio = min((r["gpu_over_cpu"] for r in rows), default=None)
-        add(f"render_gpu: GPU time / write floor, worst at B >= {b} ({tpb} threads/block)",
+        grid = f"{len(rows)} rows" + ("" if rg.get("status") == "ok" else ", grid cut short")
+        add(f"render_gpu: GPU time / write floor, worst at B >= {b}, {tpb} threads ({grid})",
             f"<= {TARGETS['render_gpu_floor_ratio_max']}", floor,
             floor is not None and floor <= TARGETS["render_gpu_floor_ratio_max"], "ratio")
-        add(f"render_gpu: GPU / all CPU cores samples/s, worst at B >= {b} ({tpb} threads)",
+        add(f"render_gpu: GPU / all CPU cores samples/s, worst at B >= {b}, {tpb} threads",
             f">= {TARGETS['render_gpu_vs_cpu_min']:.0f}x", ratio,
             ratio is not None and ratio >= TARGETS["render_gpu_vs_cpu_min"], "x")
         g = sp.get("train_throughput", {}).get("gpu", {})
