@@ -694,7 +694,13 @@ def checks(report: dict) -> list[dict]:
         rows = [r for r in rg.get("rows", []) if r["batch"] >= b and r["threads"] == tpb]
         floor = max((r["gpu_over_floor"] for r in rows), default=None)
         ratio = min((r["gpu_over_cpu"] for r in rows), default=None)
-        grid = f"{len(rows)} rows" + ("" if rg.get("status") == "ok" else ", grid cut short")
+        status = rg.get("status", "not run")
+        grid = f"{len(rows)} rows" + ("" if status == "ok" else ", grid cut short"
+                                      if status == "stopped at budget" else f", {status}")
+        every = rg.get("rows", [])
+        bad = sum(not r.get("max_abs_vs_cpu", 0) <= 1e-6 for r in every)
+        add("render_gpu: every row's GPU volume = CPU volume (<= 1e-6)", "0 rows differ",
+            f"{bad} of {len(every)} rows differ" if every else None, bad == 0)
         add(f"render_gpu: GPU time / write floor, worst at B >= {b}, {tpb} threads ({grid})",
             f"<= {TARGETS['render_gpu_floor_ratio_max']}", floor,
             floor is not None and floor <= TARGETS["render_gpu_floor_ratio_max"], "ratio")
