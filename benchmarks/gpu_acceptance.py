@@ -473,9 +473,10 @@ def _correctness_figures(run: dict, eq: dict) -> dict:
     lines = _json_lines(run["stdout"])
     batches = [r for r in lines if r.get("kind") == "batch"]
     interop = next((r for r in lines if r.get("kind") == "interop"), None)
+    errors = [r["error"] for r in lines if r.get("kind") == "error"]
     out = {"status": run["status"], "samples_planned": eq["batches"] * eq["batch"],
            "samples": sum(b["samples"] for b in batches), "batches": len(batches),
-           "frames": eq["frames"], "sizes": eq["sizes"]}
+           "frames": eq["frames"], "sizes": eq["sizes"], "errors": errors}
     for dtype in ("float32", "float16", "uint8"):
         diffs = [b["max_abs"][dtype] for b in batches if dtype in b["max_abs"]]
         out[f"{dtype}_max_abs"] = max(diffs) if diffs else None
@@ -665,8 +666,11 @@ def checks(report: dict) -> list[dict]:
             v = c.get(f"{dtype}_max_abs")
             tol = TARGETS[f"equivalence_{dtype}_max_abs"]
             same = f"{c.get(f'{dtype}_bit_identical_batches')}/{c.get('batches')}"
+            if v is None and (c.get("errors") or c.get("status", "ok") != "ok"):
+                v = "; ".join(c.get("errors") or [c.get("status")])[:200]   # a failure
             add(f"CUDA = CPU kernels, {dtype}, {n} samples: max abs diff ({same} batches "
-                f"bit-identical)", f"<= {tol:g}", v, v is not None and v <= tol and full)
+                f"bit-identical)", f"<= {tol:g}", v,
+                isinstance(v, float) and v <= tol and full)
         py = sp.get("pytest_test_cuda", {})
         summary = py.get("summary")
         add("tests/test_cuda.py -k gpu_full_size (pytest)", "passed", summary,
@@ -748,6 +752,11 @@ def _fmt(v, unit: str = "") -> str:
     return str(v)
 
 
+def _cell(text: str) -> str:
+    """Free text inside a Markdown table cell: one line, no column breaks."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.2f} %"
 
@@ -768,7 +777,7 @@ def markdown(report: dict) -> str:
              "| check | target | measured | pass |", "|---|---|---|---|"]
     for c in report["checks"]:
         ok = {True: "yes", False: "**no**", None: "—"}[c["pass"]]
-        value = _fmt(c["value"], c.get("unit", ""))
+        value = _cell(_fmt(c["value"], c.get("unit", "")))
         lines.append(f"| {c['check']} | {c['target']} | {value} | {ok} |")
     sp = report["parts"].get("speed")
     if sp and sp.get("render_gpu", {}).get("rows"):
@@ -792,7 +801,7 @@ def markdown(report: dict) -> str:
                              f"{r['data_wait_fraction']:.1%} |")
             else:
                 reason = r.get("skipped") or r.get("status") or "not run"
-                lines.append(f"| `--render {mode}` | not run: {reason} | | | | | |")
+                lines.append(f"| `--render {mode}` | not run: {_cell(reason)} | | | | | |")
     ac = report["parts"].get("accuracy")
     if ac:
         er = ac["schedules"].get("epochs_run", {})
@@ -930,13 +939,21 @@ def _worker_correctness(argv) -> int:
                "samples": a.batch, "max_abs": {}, "identical": {}}
         for dtype in tol:
             kw = dict(size=size, mode=mode, sigma=0.6, dtype=dtype)
-            got = heatvol.render_batch(kp, sc, render_device=a.render_device, **kw)
+            try:
+                got = heatvol.render_batch(kp, sc, render_device=a.render_device, **kw)
+            except Exception as exc:  # noqa: BLE001 - a failing GPU render is the finding
+                print(json.dumps({"kind": "error", "index": i, "dtype": dtype,
+                                  "error": f"{type(exc).__name__}: {exc}"}), flush=True)
+                break
             want = heatvol.render_batch(kp, sc, render_device="cpu", **kw)
             row["max_abs"][dtype] = float(np.abs(got.astype(np.float32)
                                                  - want.astype(np.float32)).max())
             row["identical"][dtype] = bool(np.array_equal(got.view(np.uint8),
                                                           want.view(np.uint8)))
-        print(json.dumps(row), flush=True)
+        else:
+            print(json.dumps(row), flush=True)
+            continue
+        break   # the GPU render failed: the interop checks may still say more
     print(json.dumps({"kind": "interop", **_interop(a.render_device, rng)}), flush=True)
     return 0
 
