@@ -840,7 +840,8 @@ def one_screen(report: dict) -> str:
         mark = {True: "PASS", False: "FAIL", None: " -- "}[c["pass"]]
         value = _fmt(c["value"], c.get("unit", ""))
         rows.append(f"  [{mark}] {c['check']}: {value} (target {c['target']})")
-    rows.append(f"  JSON: {report['json']}  table: {report['markdown']}")
+    rows.append(f"  JSON: {report['json']}  table: {report['markdown']}  logs: "
+                f"{Path(report['json']).with_name('logs.tar.gz')}")
     return "\n".join(rows)
 
 
@@ -1070,6 +1071,19 @@ def _subset(data: Path, dest: Path, every: dict) -> Path:
     return dest
 
 
+def _bundle(out: Path) -> Path:
+    """OUT/logs.tar.gz: every command's output, the test and ensemble results (per-sample
+    scores) and the training logs; small enough to bring back from a lent machine."""
+    import tarfile
+
+    path = out / "logs.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for f in sorted(out.glob("logs/*")) + sorted(out.glob("work/results/*.json")) + \
+                sorted(out.glob("work/runs/*/log.csv")) + sorted(out.glob("work/runs/*/train.log")):
+            tar.add(f, arcname=str(f.relative_to(out)))
+    return path
+
+
 def _commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
@@ -1166,6 +1180,7 @@ def main(argv=None) -> int:
         report["checks"] = checks(report)
         json_path.write_text(json.dumps(report, indent=1) + "\n")
         md_path.write_text(markdown(report))
+        _bundle(out)
     print(one_screen(report))
     return 0
 

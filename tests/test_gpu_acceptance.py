@@ -12,6 +12,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -117,6 +118,11 @@ def test_dry_run_report_and_table(dry_run):
         if rows:
             assert all(ln.count("|") == rows[0].count("|") for ln in rows), block
     assert report["machine"]["cpu_count"] >= 1 and "pytest" in report["machine"]
+    # what comes back from a lent machine: the JSON, the table and one archive of the logs
+    with tarfile.open(dry_run["out"] / "logs.tar.gz") as tar:
+        names = tar.getnames()
+    assert "logs/accuracy.train.penn_joint.out" in names
+    assert "work/results/ucla_4stream.json" in names and "work/runs/ucla_bone/log.csv" in names
     # the one-screen summary: a line per check and part, no more than a screen
     summary = dry_run["stdout"][dry_run["stdout"].index("GPU acceptance"):].splitlines()
     assert len(summary) <= 40 and sum("[PASS]" in ln or "[FAIL]" in ln or "[ -- ]" in ln
