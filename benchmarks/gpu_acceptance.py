@@ -97,18 +97,19 @@ FULL = {
     "throughput": {"preset": "slowonly-joint", "steps": 30, "warmup": 5},
     # Penn Action, PoseC3D SlowOnly-R50 (preset slowonly-joint / slowonly-limb: 48 frames, 56²
     # train, 64² test, bf16 autocast, channels-last): 1,258 training sequences, batch 32 ->
-    # 39 steps per epoch; 40 epochs = 1,560 steps = 50 k samples per stream. lr 0.1 (the CPU
-    # preset's 0.05 per 16 samples; pyskl uses 0.05 per 32 over 240 epochs, too slow to
-    # converge in 40), 1 warm-up epoch, cosine to 0.
-    "penn": {"preset_joint": "slowonly-joint", "preset_limb": "slowonly-limb", "epochs": 40,
+    # 39 steps per epoch. Epochs: sized from the speed part's measured SlowOnly samples/s when
+    # it ran first in the same OUT (penn_epochs_for), else 30 = 1,170 steps = 37.7 k samples
+    # per stream (fits at ~430 samples/s). lr 0.1 (the CPU preset's 0.05 per 16 samples;
+    # pyskl uses 0.05 per 32 over 240 epochs, too slow for ~30), 1 warm-up epoch, cosine to 0.
+    "penn": {"preset_joint": "slowonly-joint", "preset_limb": "slowonly-limb", "epochs": 30,
              "batch_size": 32, "lr": 0.1, "workers": 3, "render": "gpu", "device": "cuda",
              "sets": {"warmup_epochs": 1, "val_every": 0, "keep_epochs": 1},
              "test": {"num_clips": 10, "flip": True, "batch_size": 8, "workers": 3}},
     # NW-UCLA cross-view, DualHead-Net (preset ucla-dualhead-cpu's data settings: 32 frames,
     # aligned views, rotation 0.1, scaling 0.1): 1,020 training sequences, batch 32 -> 31 steps
-    # per epoch; 80 epochs = 2,480 steps per stream (the CPU preset ran 16 epochs = 1,020 steps
+    # per epoch; 60 epochs = 1,860 steps per stream (the CPU preset ran 16 epochs = 1,020 steps
     # at batch 16 for 86.4 %, still rising); lr 0.1, 5 warm-up epochs, bf16 autocast.
-    "ucla": {"preset": "ucla-dualhead-cpu", "epochs": 80, "batch_size": 32, "lr": 0.1,
+    "ucla": {"preset": "ucla-dualhead-cpu", "epochs": 60, "batch_size": 32, "lr": 0.1,
              "workers": 2, "device": "cuda",
              "sets": {"warmup_epochs": 5, "val_every": 0, "keep_epochs": 1, "amp": True},
              "test": {"num_clips": 10, "flip": False, "batch_size": 32, "workers": 2}},
@@ -146,6 +147,10 @@ NEEDS = {"speed": ["heatvol", "numpy", "numba", "torch", "h5py", "click", "yaml"
          "accuracy": ["heatvol", "numpy", "numba", "torch", "h5py", "click", "yaml", "tqdm",
                       "matplotlib"]}   # matplotlib: `heatvol test` writes a confusion PNG
 UCLA_STREAMS = ["joint", "bone", "joint-motion", "bone-motion"]
+PENN_TRAIN = 1258               # Penn Action's official training split
+PENN_GPU_SHARE = 0.6            # of the training step's GPU time, for the two Penn streams
+STARTUP_S = 30                  # a training process's start (CUDA, cuDNN, workers) and its end
+
 UCLA_WEIGHTS = [2, 2, 1, 1]
 
 
@@ -548,8 +553,22 @@ def _sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------- accuracy part
 
 
+def penn_epochs_for(samples_per_s: float | None, train_budget_s: float,
+                    default: int) -> tuple[int, str]:
+    """Penn Action epochs for the two SlowOnly streams, from the speed part's measured
+    single-stream samples/s (``--render gpu``, batch 32): they share the GPU with the four
+    NW-UCLA streams (PENN_GPU_SHARE of it) after STARTUP_S; clipped to 8..80 epochs."""
+    if not samples_per_s:
+        return default, "default (no throughput measured in this OUT)"
+    seconds = PENN_GPU_SHARE * max(0.0, train_budget_s - STARTUP_S)
+    epochs = int(seconds * samples_per_s / (2 * PENN_TRAIN))
+    return max(8, min(80, epochs)), (f"{samples_per_s:.0f} samples/s measured by the speed "
+                                     f"part x {seconds:.0f} s of GPU / (2 streams x "
+                                     f"{PENN_TRAIN} samples)")
+
+
 def run_accuracy(args, sched: dict, data: Path, work: Path, logs: Path,
-                 start: float | None = None) -> dict:
+                 start: float | None = None, speed: dict | None = None) -> dict:
     part = Part("accuracy", args.budget, logs, start)
     res: dict = {"schedules": {"penn": sched["penn"], "ucla": sched["ucla"]}}
     (penn, import_penn), (ucla, import_ucla) = _store("penn", data, work), _store("ucla", data,
@@ -562,10 +581,16 @@ def run_accuracy(args, sched: dict, data: Path, work: Path, logs: Path,
                      "given": [key for key, job in imports.items() if job is None]}
 
     p, u = sched["penn"], sched["ucla"]
-    # epochs in proportion to the training budget (a --budget below 540 s trains less)
-    p_epochs = max(1, round(p["epochs"] * part.scale))
+    # epochs in proportion to the training budget (a --budget below 540 s trains less);
+    # Penn's from the measured throughput when the speed part ran first here
+    measured = ((speed or {}).get("train_throughput", {}).get("gpu") or {}).get("samples_per_s")
+    if args.penn_epochs is None and not args.dry_run and measured:
+        p_epochs, p_from = penn_epochs_for(measured, part.plan["train"], p["epochs"])
+    else:
+        p_epochs = max(1, round(p["epochs"] * part.scale))
+        p_from = "--penn-epochs" if args.penn_epochs is not None else "schedule"
     u_epochs = max(1, round(u["epochs"] * part.scale))
-    res["schedules"]["epochs_run"] = {"penn": p_epochs, "ucla": u_epochs}
+    res["schedules"]["epochs_run"] = {"penn": p_epochs, "ucla": u_epochs, "penn_from": p_from}
     jobs, streams = [], {}
     threads = str(max(1, (os.cpu_count() or 1) // 6))
     if ready["penn"]:
@@ -822,6 +847,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} (fusion {':'.join(map(str, e['weights']))}) | | | "
                          f"{_pct(e.get('top1'))} | {_pct(e.get('top5'))} | "
                          f"{_pct(e.get('mean_class'))} |")
+        if er.get("penn_from"):
+            lines += ["", f"Penn Action epochs: {er['penn']}, from {er['penn_from']}."]
     lines += ["", "Step times (s, budget in brackets): " + "; ".join(
         f"{part}: " + ", ".join(f"{k} {v['wall_s']:.0f} [{v['budget_s']:.0f}]"
                                 for k, v in p["part"]["steps"].items())
@@ -1176,7 +1203,8 @@ def main(argv=None) -> int:
         if name == "speed":
             report["parts"][name] = run_speed(args, sched, data, work, logs, machine, start)
         else:
-            report["parts"][name] = run_accuracy(args, sched, data, work, logs, start)
+            report["parts"][name] = run_accuracy(args, sched, data, work, logs, start,
+                                                 report["parts"].get("speed"))
         report["checks"] = checks(report)
         json_path.write_text(json.dumps(report, indent=1) + "\n")
         md_path.write_text(markdown(report))

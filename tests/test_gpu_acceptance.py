@@ -170,6 +170,18 @@ def test_later_steps_keep_their_budget(tmp_path, monkeypatch):
     assert half.plan == {"a": 200, "b": 50, "c": 25}
 
 
+def test_penn_epochs_follow_the_measured_throughput():
+    mod = _module()
+    assert mod.penn_epochs_for(None, 320, 30) == (30, "default (no throughput measured in "
+                                                      "this OUT)")
+    # 0.6 x (320 - 30) s x 500 samples/s / (2 x 1258) = 34.6
+    epochs, why = mod.penn_epochs_for(500.0, 320, 30)
+    assert epochs == 34 and "500 samples/s" in why
+    assert mod.penn_epochs_for(5000.0, 320, 30)[0] == 80    # clipped
+    assert mod.penn_epochs_for(20.0, 320, 30)[0] == 8
+    assert mod.penn_epochs_for(500.0, 160, 30)[0] == 15      # a smaller --budget trains less
+
+
 def test_without_gpu_the_real_run_refuses_in_one_line(tmp_path):
     penn = shared_data("penn_action")
     probe = subprocess.run([sys.executable, str(SCRIPT), "--worker", "probe"], cwd=ROOT,
