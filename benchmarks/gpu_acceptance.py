@@ -3,11 +3,14 @@
     python benchmarks/gpu_acceptance.py --data DATA --out OUT [--part speed|accuracy|all]
                                         [--budget SECONDS] [--dry-run]
 
-DATA holds ``penn_action/`` (Penn Action .mat files) and ``nw_ucla/`` (NW-UCLA JSON). Results:
-``OUT/acceptance.json`` (every figure), ``OUT/acceptance.md`` (tables ready to paste into
-docs/benchmarks.md), ``OUT/logs/`` (each command's stdout/stderr), ``OUT/work/`` (stores,
-checkpoints, test results). Running ``--part speed`` and then ``--part accuracy`` with the same
-OUT merges both into one JSON and one table. See docs/gpu.md for running it on a GPU machine.
+DATA holds ``penn_action/`` (Penn Action .mat files) and ``nw_ucla/`` (NW-UCLA JSON), or the
+pose stores ``penn.h5`` / ``ucla.h5`` imported from them. Results: ``OUT/acceptance.json``
+(every figure), ``OUT/acceptance.md`` (tables ready to paste into docs/benchmarks.md),
+``OUT/logs.tar.gz`` (``OUT/logs/``: each command's stdout/stderr, and the test results and
+training logs from ``OUT/work/``, which also holds the stores and checkpoints). Running
+``--part speed`` and then ``--part accuracy`` with the same OUT merges both into one JSON and
+one table, and sizes the Penn Action epochs from the measured SlowOnly throughput. See
+docs/gpu.md for running it on a GPU machine.
 
 First a probe (seconds; counted in the first part's budget) records the versions, the GPU,
 and whether every module a part needs is installed (pytest, CuPy: optional); without a usable
@@ -23,11 +26,12 @@ speed (correctness first, then timings; nothing else runs while something is tim
                   limb, float32 / float16 / uint8, CUDA vs CPU through ``heatvol.render_batch``
                   (tolerance 1e-6 / 1e-3 / 1, as tests/test_cuda.py; bit-identity counted);
                   CuPy and torch CUDA arrays in and out (zero-copy, ``out=`` filled in place);
-                  pytest tests/test_cuda.py -k gpu (when pytest is installed)
+                  pytest tests/test_cuda.py -k gpu_full_size (when pytest is installed)
   90  render_cli  ``heatvol render`` of Penn Action's test split (limb, 56², uint8) with
-                  ``--device cpu`` and ``--device cuda``: the same file
+                  ``--render-device cpu`` and ``cuda``: the same file
  150  render_gpu  benchmarks/render_gpu.py: B = 1..256, joint/limb, 56²/64², GPU vs all CPU
                   cores, kernel time vs the write-bandwidth floor measured in the same run
+                  (threads/block 64, 128, 256; the targets at 128, the shipped default)
   75  train_throughput_cpu, 75 train_throughput_gpu  benchmarks/train_throughput.py,
                   SlowOnly-R50 (preset slowonly-joint: batch 32, 48 x 56², bf16), 8 DataLoader
                   workers, 5 + 30 steps: ``--render cpu`` then ``--render gpu``
@@ -147,11 +151,10 @@ NEEDS = {"speed": ["heatvol", "numpy", "numba", "torch", "h5py", "click", "yaml"
          "accuracy": ["heatvol", "numpy", "numba", "torch", "h5py", "click", "yaml", "tqdm",
                       "matplotlib"]}   # matplotlib: `heatvol test` writes a confusion PNG
 UCLA_STREAMS = ["joint", "bone", "joint-motion", "bone-motion"]
+UCLA_WEIGHTS = [2, 2, 1, 1]     # pyskl's joint, bone, joint-motion, bone-motion fusion
 PENN_TRAIN = 1258               # Penn Action's official training split
 PENN_GPU_SHARE = 0.6            # of the training step's GPU time, for the two Penn streams
 STARTUP_S = 30                  # a training process's start (CUDA, cuDNN, workers) and its end
-
-UCLA_WEIGHTS = [2, 2, 1, 1]
 
 
 # ---------------------------------------------------------------------------- commands
@@ -178,12 +181,11 @@ class Commands:
         return _heatvol() + ["import", fmt, str(src), "--out", str(out), "--overwrite", "-q"]
 
     @staticmethod
-    def render(poses: Path, out: Path, *, device: str, size: int, dtype: str, split: str,
-               workers: int) -> list[str]:
+    def render(poses: Path, out: Path, *, render_device: str, size: int, dtype: str,
+               split: str, workers: int) -> list[str]:
         return _heatvol() + ["render", str(poses), "--out", str(out), "--limb", "--size",
-                             str(size), "--dtype", dtype, "--split", split,
-                             "--render-device", device,
-                             "--workers", str(workers), "--overwrite", "-q"]
+                             str(size), "--dtype", dtype, "--split", split, "--render-device",
+                             render_device, "--workers", str(workers), "--overwrite", "-q"]
 
     @staticmethod
     def train(poses: Path, work_dir: Path, *, preset: str, epochs: int, batch_size: int,
@@ -429,15 +431,15 @@ def run_speed(args, sched: dict, data: Path, work: Path, logs: Path, machine: di
         cpu_out, gpu_out = work / "render_cpu.h5", work / "render_cuda.h5"
         common = dict(size=rc["size"], dtype=rc["dtype"], split=rc["split"])
         cpu_workers = max(2, cores // 2)   # 2 on the 2-core box: a different split of the work
-        jobs = [Job("cpu", Commands.render(penn, cpu_out, device="cpu", workers=cpu_workers,
-                                           **common)),
+        jobs = [Job("cpu", Commands.render(penn, cpu_out, render_device="cpu",
+                                           workers=cpu_workers, **common)),
                 # the dry run has no GPU: the CPU (one worker) writes the second file, and
                 # --render-device cuda must fail with one line
-                Job("cuda", Commands.render(penn, gpu_out, workers=1, device="cpu"
+                Job("cuda", Commands.render(penn, gpu_out, workers=1, render_device="cpu"
                                             if args.dry_run else "cuda", **common))]
         if args.dry_run:
             jobs.append(Job("cuda_without_gpu", Commands.render(
-                penn, work / "render_nogpu.h5", device="cuda", workers=1, **common)))
+                penn, work / "render_nogpu.h5", render_device="cuda", workers=1, **common)))
         runs = part.run("render_cli", jobs)
         res["render_cli"] = _compare_volume_files(cpu_out, gpu_out, runs, args.dry_run)
         res["render_cli"]["settings"] = rc | {"cpu_workers": cpu_workers, "cuda_workers": 1}
