@@ -289,8 +289,7 @@ class Part:
         for job in jobs:
             out = self.logs / f"{self.name}.{step}.{job.label}.out"
             err = self.logs / f"{self.name}.{step}.{job.label}.err"
-            env = dict(os.environ, **job.env)
-            env.setdefault("PYTHONUNBUFFERED", "1")
+            env = _child_env(job.env)
             with open(out, "w") as fo, open(err, "w") as fe:
                 proc = subprocess.Popen(job.argv, cwd=cwd, env=env, stdout=fo, stderr=fe,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
@@ -351,6 +350,15 @@ class Part:
     def summary(self) -> dict:
         return {"budget_s": round(self.budget_s, 1),
                 "wall_s": round(time.monotonic() - self.start, 1), "steps": self.steps}
+
+
+def _child_env(extra: dict | None = None) -> dict:
+    """Every command imports heatvol from this checkout (the one being accepted), whatever else
+    is installed; output unbuffered, so a command stopped at its budget keeps what it printed."""
+    env = dict(os.environ, **(extra or {}))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -1155,7 +1163,7 @@ def main(argv=None) -> int:
     # versions, the GPU, whether pytest / hypothesis / CuPy are here (counted in the first part)
     t_start = time.monotonic()
     probe = subprocess.run(Commands.worker("probe"), capture_output=True, text=True,
-                           timeout=120)
+                           timeout=120, env=_child_env())
     machine = (_json_lines(probe.stdout) or [{"error": _tail(probe.stdout, probe.stderr)}])[-1]
     if not args.dry_run and not (machine.get("numba_cuda_available") and machine.get("torch_cuda")):
         # no silent fallback: a GPU run without a usable GPU says so at once
