@@ -1151,6 +1151,10 @@ def main(argv=None) -> int:
     p.add_argument("--ucla-epochs", type=int, default=None,
                    help=f"NW-UCLA DualHead-Net epochs at the default budget "
                         f"[{FULL['ucla']['epochs']}]")
+    p.add_argument("--penn-render", choices=["gpu", "cpu"], default=None,
+                   help="where the Penn Action volumes are rendered for training and testing "
+                        "[gpu; the dry run: cpu]: cpu still gets the accuracy figures if the "
+                        "speed part found the in-step GPU renderer failing")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU only: CUDA simulator, tiny settings, a data subset")
     args = p.parse_args(argv)
@@ -1188,6 +1192,8 @@ def main(argv=None) -> int:
     for key, value in (("penn", args.penn_epochs), ("ucla", args.ucla_epochs)):
         if value is not None:
             sched[key]["epochs"] = value
+    if args.penn_render:
+        sched["penn"]["render"] = args.penn_render
     data = args.data.resolve()
     if args.dry_run:
         data = _subset(data, work / "data_subset", DRY["subset"])
