@@ -29,6 +29,7 @@ position; with ``world_size > 1`` each rank takes every ``world_size``-th sample
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -82,27 +83,92 @@ def _img_shape(record) -> tuple[int, int]:
     return int(np.ceil(kp[:, 1].max())) + 1, int(np.ceil(kp[:, 0].max())) + 1
 
 
-class _ReopenByPath:
-    # Worker processes started by spawn/forkserver reopen the store by its path.
+class _NameArray:
+    """Sequence names as one UTF-8 buffer (uint8) and end offsets (int64).
+
+    A list of N ``str`` is N Python objects whose reference counts a forked DataLoader worker
+    writes to as it reads them, copying its parent's pages one by one (the memory "leak" of
+    pytorch/pytorch#13246); two NumPy arrays are never written, so their pages stay shared.
+    """
+
+    def __init__(self, names: Sequence[str]):
+        encoded = [str(n).encode("utf-8") for n in names]
+        self._ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, count=len(encoded)))
+        self._buffer = np.frombuffer(b"".join(encoded), np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i: int) -> str:
+        i = int(i)
+        start = int(self._ends[i - 1]) if i else 0
+        return self._buffer[start:int(self._ends[i])].tobytes().decode("utf-8")
+
+    def tolist(self) -> list[str]:
+        return [self[i] for i in range(len(self))]
+
+
+class _StoreSequences:
+    """What a dataset keeps of its store: the path, the names (:class:`_NameArray`) and the
+    labels (int64 [N]), and the store opened once in each process.
+
+    The process that built the dataset reads through the store it was given. Any other
+    process (a DataLoader worker, forked or spawned) opens ``PoseStore(path)`` itself, not in
+    memory, on its first item: no HDF5 handle crosses a fork, a worker reads only the
+    sequences of its batches, and nothing in it grows with the dataset but the store's index.
+    """
+
+    def _bind_store(self, store, names: Sequence[str]) -> None:
+        self._store, self._store_pid = store, os.getpid()
+        self.store_path = str(store.path)
+        names = list(names)
+        position = {n: i for i, n in enumerate(store.names())}  # temporary, this process only
+        missing = next((n for n in names if n not in position), None)
+        if missing is not None:
+            raise KeyError(f"{store.path}: no sequence named {missing!r}")
+        rows = np.fromiter((position[n] for n in names), np.int64, count=len(names))
+        del position
+        # Labels from the index column: no sequence is read to build the dataset.
+        self.labels = np.asarray(store.labels, np.int64)[rows]
+        self._names = _NameArray(names)
+
+    @property
+    def store(self):
+        """The open :class:`~heatvol.PoseStore` of this process."""
+        if self._store is None or self._store_pid != os.getpid():
+            from .store import PoseStore
+
+            self._store, self._store_pid = PoseStore(self.store_path), os.getpid()
+        return self._store
+
+    @property
+    def names(self) -> list[str]:
+        """The sequence names, in dataset order (a new list)."""
+        return self._names.tolist()
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def _record(self, index: int):
+        return self.store[self._names[index]]
+
     def __getstate__(self):
+        # spawn / forkserver workers: the store is reopened by path in the worker.
         state = dict(self.__dict__)
-        state["store"] = str(self.store.path)
+        state["_store"] = None
         return state
 
-    def __setstate__(self, state):
-        from .store import PoseStore
 
-        self.__dict__.update(state)
-        if isinstance(self.store, str):
-            self.store = PoseStore(self.store, in_memory=True)
-
-
-class PoseDataset(_ReopenByPath):
+class PoseDataset(_StoreSequences):
     """Samples of a pose store for training (random pipeline) or testing (deterministic).
 
     Args:
-        store: an open :class:`heatvol.PoseStore` (``in_memory=True`` recommended).
-        names: the sequences (e.g. ``store.split("train")``).
+        store: an open :class:`heatvol.PoseStore`, used in this process (``in_memory=True``
+            pays off only for a small store read without workers); DataLoader workers open the
+            store by its path themselves and read only the sequences of their batches.
+        names: the sequences (e.g. ``store.split("train")``); kept as NumPy arrays, with the
+            labels (``labels`` int64 [N], from the store's index: building a dataset reads
+            no sequence).
         train: PoseC3D's train pipeline (uniform sampling, subject crop, random resized crop,
             flip) or its test pipeline (``num_clips`` clips, subject crop, resize).
         clip_len, size: frames per clip, square heatmap size.
@@ -129,7 +195,7 @@ class PoseDataset(_ReopenByPath):
                              f"{store.dims}D")
         if train and num_clips != 1:
             raise ValueError("training samples one clip per sequence (num_clips=1)")
-        self.store, self.names = store, list(names)
+        self._bind_store(store, names)
         self.layout: Layout = get_layout(store.layout)
         self.train, self.clip_len, self.size, self.mode = train, int(clip_len), int(size), mode
         self.render, self.num_clips, self.max_persons = render, int(num_clips), int(max_persons)
@@ -138,18 +204,14 @@ class PoseDataset(_ReopenByPath):
                                                  area_range=tuple(area_range))
                                   if train else test_pipeline(self.clip_len, self.num_clips,
                                                               self.size))
-        self.labels = np.array([store[n].label for n in self.names], np.int64)
 
     @property
     def channels(self) -> int:
         return self.layout.num_joints if self.mode == "joint" else self.layout.num_limbs
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def keypoints(self, epoch: int, index: int):
         """The transformed keypoints of one item: ([clips, M, T, K, 2], [clips, M, T, K])."""
-        rec = self.store[self.names[index]]
+        rec = self._record(index)
         kp, sc = rec.keypoints[..., :2], rec.scores
         if kp.shape[0] == 0 or kp.shape[1] == 0:  # nothing detected: an all-missing person
             t = max(kp.shape[1], 1)
@@ -165,7 +227,7 @@ class PoseDataset(_ReopenByPath):
         epoch, index = item if isinstance(item, tuple) else (0, item)
         index = int(index)
         kp, sc = self.keypoints(int(epoch), index)
-        label = int(self.store[self.names[index]].label)
+        label = int(self.labels[index])
         if self.render == "gpu":
             out = {"keypoints": kp, "scores": sc}
         else:
@@ -180,7 +242,7 @@ class PoseDataset(_ReopenByPath):
         return out
 
 
-class SkeletonDataset(_ReopenByPath):
+class SkeletonDataset(_StoreSequences):
     """Samples of a pose store as GCN inputs (coordinates, not heatmaps).
 
     Per sequence: the ``max_persons`` persons with the highest summed score (zero persons pad
@@ -207,7 +269,7 @@ class SkeletonDataset(_ReopenByPath):
                              f"{modality!r}")
         if train and (num_clips != 1 or flip):
             raise ValueError("training samples one unflipped clip per sequence")
-        self.store, self.names = store, list(names)
+        self._bind_store(store, names)
         self.layout: Layout = get_layout(store.layout)
         self.dims = int(store.dims)
         if align and (self.dims != 3 or self.layout.spine is None):
@@ -219,16 +281,12 @@ class SkeletonDataset(_ReopenByPath):
         self.rotate = tuple(rotate) if isinstance(rotate, (list, tuple)) else float(rotate)
         self.scale, self.flip = float(scale), bool(flip)
         self.seed = int(seed)
-        self.labels = np.array([store[n].label for n in self.names], np.int64)
 
     channels = 3
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def skeleton(self, epoch: int, index: int) -> np.ndarray:
         """The input of one item: [M, T, V, 3] (train) or [views * clips, M, T, V, 3]."""
-        rec = self.store[self.names[index]]
+        rec = self._record(index)
         kp, sc = rec.keypoints, rec.scores
         v = self.layout.num_joints
         if kp.shape[0] == 0 or kp.shape[1] == 0:  # nothing detected: an all-missing person
@@ -265,7 +323,7 @@ class SkeletonDataset(_ReopenByPath):
         epoch, index = item if isinstance(item, tuple) else (0, item)
         index = int(index)
         return {"skeleton": self.skeleton(int(epoch), index),
-                "label": int(self.store[self.names[index]].label), "index": index}
+                "label": int(self.labels[index]), "index": index}
 
 
 class ResumableSampler:

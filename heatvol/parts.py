@@ -9,21 +9,68 @@ replaces the old one; the merged parts are removed afterwards. A process killed 
 therefore leaves the committed batches readable, and the next writer cleans up what it left.
 
 One writer per file: :class:`WriterLock` is an advisory lock file beside it (``X.h5.lock``).
+
+A full disk never reaches libhdf5 (which can crash the process when a write fails): a part is
+built as an in-memory HDF5 image (:func:`h5_image`) and written with plain Python I/O, so a full
+disk is a clean ``OSError`` (:func:`is_disk_full`) and the temporary file is removed. A merge
+builds the new main file in memory too when it is small (``IN_MEMORY_MERGE_BYTES``); a larger
+one is written by libhdf5 only after :func:`has_space` found room for it, otherwise the caller
+leaves the parts as they are (readers read them) and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["PartFiles", "WriterLock", "WriterBusy", "fsync_file", "fsync_dir"]
+__all__ = ["PartFiles", "WriterLock", "WriterBusy", "fsync_file", "fsync_dir", "h5_image",
+           "write_bytes", "is_disk_full", "has_space", "IN_MEMORY_MERGE_BYTES"]
 
 PART_RE = re.compile(r"^part-(\d{8})\.h5$")
+
+#: A merged main file up to this size is built in memory and written with plain I/O.
+IN_MEMORY_MERGE_BYTES = 512 << 20
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the OSErrors of a full disk, an exhausted quota or a file-size limit."""
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL
+
+
+def has_space(folder: Path, nbytes: int) -> bool:
+    """Whether ``folder``'s file system has ``nbytes`` free, with 10% + 1 MiB to spare."""
+    return shutil.disk_usage(folder).free >= int(nbytes * 1.1) + (1 << 20)
+
+
+def h5_image(build: Callable) -> bytes:
+    """The bytes of an HDF5 file that ``build(f)`` fills, made in memory (libhdf5's core
+    driver, nothing on disk). The image is byte-identical to the file libhdf5 would write."""
+    import h5py
+
+    f = h5py.File(f"heatvol-image-{os.getpid()}-{id(build)}.h5", "w", driver="core",
+                  backing_store=False, locking=False)
+    try:
+        build(f)
+        f.flush()
+        return f.id.get_file_image()
+    finally:
+        f.close()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file ``path`` with plain I/O (a full disk is an OSError)."""
+    with open(path, "wb") as out:
+        view = memoryview(data)
+        while view:
+            view = view[out.write(view):]
 
 
 def fsync_file(path: Path) -> None:
@@ -89,6 +136,47 @@ class PartFiles:
             tmp.unlink(missing_ok=True)
             raise
         fsync_dir(self.path.parent)
+
+    def write_part(self, part_id: int, build: Callable) -> Path:
+        """Build part ``part_id`` in memory with ``build(h5py.File)`` and make it durable;
+        a full disk raises OSError (see :func:`is_disk_full`) and leaves nothing behind."""
+        image = h5_image(build)
+        with self.new_part(part_id) as tmp:
+            write_bytes(tmp, image)
+        return self.dir / f"part-{part_id:08d}.h5"
+
+    def write_main(self, build: Callable, size_hint: int) -> bool:
+        """Build a new main file with ``build(h5py.File)`` and atomically replace the old one.
+
+        ``size_hint``: about how large it will be (the files it merges). Up to
+        ``IN_MEMORY_MERGE_BYTES`` it is built in memory and written with plain I/O; a larger
+        one is written by libhdf5 once :func:`has_space` found room. Returns False, changing
+        nothing, when the disk is too full (the caller keeps its parts)."""
+        if size_hint <= IN_MEMORY_MERGE_BYTES:
+            image = h5_image(build)
+            try:
+                with self.new_main() as tmp:
+                    write_bytes(tmp, image)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    return False
+                raise
+            return True
+        if not has_space(self.path.parent, size_hint):
+            return False
+        import h5py
+
+        with self.new_main() as tmp, h5py.File(tmp, "w", locking=False) as f:
+            build(f)
+        return True
+
+    def size(self) -> int:
+        """Bytes of the main file and every part (what a merge reads)."""
+        total = self.path.stat().st_size if self.path.is_file() else 0
+        for _, part in self.list():
+            with contextlib.suppress(OSError):
+                total += part.stat().st_size
+        return total
 
     def remove_temporaries(self) -> None:
         """Remove the temporary files a killed writer left (main ``.tmp-PID``, parts ``.tmp``)."""

@@ -17,8 +17,10 @@ The store is the contract between extraction, rendering and training. See
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +29,24 @@ import h5py
 import numpy as np
 
 from .layouts import Layout, layout as get_layout
-from .parts import PartFiles, WriterBusy, WriterLock
+from .parts import PartFiles, WriterBusy, WriterLock, is_disk_full
 
-__all__ = ["PoseRecord", "PoseStore", "PoseWriter", "StoreError", "FORMAT_VERSION"]
+__all__ = ["PoseRecord", "PoseStore", "PoseWriter", "StoreError", "FORMAT_VERSION",
+           "COORD_LIMIT"]
 
 FORMAT_NAME = "heatvol-posestore"
 FORMAT_VERSION = 1
 _ROWS_PER_CHUNK = 2048
 _STR = h5py.string_dtype("utf-8")
+
+#: Every stored coordinate is finite with |value| <= COORD_LIMIT (pixels for 2D, the source's
+#: unit for 3D): far beyond any real frame, and small enough that the renderer's squared
+#: distances and a picture's pixel positions stay far from float32 / int32 overflow.
+COORD_LIMIT = 1e6
+# A reader retries this many times when a writer's merge swaps files under it.
+_OPEN_ATTEMPTS = 5
+# What h5py raises for a damaged file or chunk (bad checksum, inflate error, bad metadata).
+_READ_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError)
 
 
 class StoreError(Exception):
@@ -91,6 +103,21 @@ def _read_meta(f: h5py.File) -> dict | None:
     return json.loads(bytes(f["meta"][()]).decode("utf-8"))
 
 
+def _why(exc: BaseException) -> str:
+    """An h5py / json error as a short phrase for a one-line message."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _check_values(where: str, kp: np.ndarray, sc: np.ndarray) -> str | None:
+    """What is wrong with stored values (None when they keep the store's invariants)."""
+    if kp.size and not (np.isfinite(kp).all() and np.abs(kp).max() <= COORD_LIMIT):
+        return f"{where}: coordinates outside [-{COORD_LIMIT:g}, {COORD_LIMIT:g}] or not finite"
+    if sc.size and not (np.isfinite(sc).all() and sc.min() >= 0 and sc.max() <= 1):
+        return f"{where}: scores outside [0, 1]"
+    return None
+
+
 def _write_meta(f: h5py.File, meta: dict) -> None:
     blob = np.frombuffer(json.dumps(meta, separators=(",", ":")).encode("utf-8"), dtype=np.uint8)
     f.create_dataset("meta", data=blob, compression="gzip" if blob.size > 4096 else None)
@@ -121,9 +148,11 @@ class _Index:
     def write(self, f: h5py.File) -> None:
         g = f.create_group("index")
         n = len(self.name)
-        gz = {"compression": "gzip", "shuffle": True} if n > 256 else {}
-        g.create_dataset("name", data=np.array(self.name, dtype=object), dtype=_STR, **gz)
-        g.create_dataset("source", data=np.array(self.source, dtype=object), dtype=_STR, **gz)
+        text = {"compression": "gzip", "shuffle": True} if n > 256 else {}
+        # (Fletcher-32 checksums need fixed-size values: numbers only)
+        gz = dict(text, fletcher32=True) if n > 256 else {}
+        g.create_dataset("name", data=np.array(self.name, dtype=object), dtype=_STR, **text)
+        g.create_dataset("source", data=np.array(self.source, dtype=object), dtype=_STR, **text)
         g.create_dataset("offset", data=self.offset.astype(np.int64), **gz)
         g.create_dataset("num_persons", data=self.num_persons.astype(np.int32), **gz)
         g.create_dataset("num_frames", data=self.num_frames.astype(np.int32), **gz)
@@ -154,11 +183,27 @@ class _Index:
 def _create_rows(f: h5py.File, name: str, data: np.ndarray) -> None:
     # A fixed chunk height: datasets grow by appends, and tiny chunks make merged files slow.
     chunk = (_ROWS_PER_CHUNK,) + data.shape[1:]
+    # Fletcher-32: a flipped byte in a chunk is an error on read, never silently wrong values.
     f.create_dataset(name, data=data, maxshape=(None,) + data.shape[1:], chunks=chunk,
-                     compression="gzip", compression_opts=4, shuffle=True)
+                     compression="gzip", compression_opts=4, shuffle=True, fletcher32=True)
 
 
 # --------------------------------------------------------------------------- reader
+
+
+class _DamagedRows(StoreError):
+    """One sequence's rows cannot be read; ``reason`` says why (without file and name)."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.reason = reason
+
+    def __reduce__(self):  # crosses process boundaries (render workers) as a plain StoreError
+        return StoreError, (str(self),)
+
+
+class _Vanished(Exception):
+    """A file of the store disappeared while it was being opened (a writer's merge)."""
 
 
 class PoseStore:
@@ -175,39 +220,35 @@ class PoseStore:
 
     def __init__(self, path: str | os.PathLike, *, in_memory: bool = False):
         self.path = Path(path)
-        main_exists = self.path.is_file()
-        if not main_exists and not PartFiles(self.path).dir.is_dir():
-            raise StoreError(f"{self.path}: no such pose store (create one with `heatvol import` "
-                             f"or `heatvol extract`)")
-        self._files: list[Path] = []
         self._handles: dict[int, h5py.File] = {}
         self._pid = os.getpid()
-        indices, meta, merged_through = [], None, 0
-        self.format_version = FORMAT_VERSION
-        if main_exists:
-            with _open_h5(self.path) as f:
-                self.format_version = self._check_format(f, self.path)
-                merged_through = int(f.attrs.get("merged_through", 0))
-                meta = _read_meta(f)
-                indices.append(_Index.read(f))
-            self._files.append(self.path)
-        for part_id, ppath in PartFiles(self.path).list():
-            if part_id <= merged_through:
-                continue  # already merged; a compaction was killed before deleting it
-            with _open_h5(ppath) as f:
-                self._check_format(f, ppath)
-                meta = _read_meta(f) or meta
-                indices.append(_Index.read(f))
-            self._files.append(ppath)
-        if meta is None:
-            raise StoreError(f"{self.path}: store holds no metadata (not a heatvol pose store?)")
+        # A writer's merge replaces the main file and then deletes the parts it merged: a
+        # reader listing the files in between finds one gone. Take the snapshot again.
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                indices, meta = self._open_snapshot()
+                break
+            except _Vanished:
+                self.close()
+                if attempt == _OPEN_ATTEMPTS - 1:
+                    raise StoreError(f"{self.path}: files kept changing while opening (a writer "
+                                     f"is merging); try again") from None
+                time.sleep(0.05 * (attempt + 1))
+            except BaseException:
+                self.close()
+                raise
         self._meta = meta
-        self.layout: Layout = get_layout(meta["layout"])
-        self.dims: int = int(meta["dims"])
-        self.classes: list[str] = list(meta.get("classes", []))
-        self.splits: dict[str, list[str]] = {k: list(v) for k, v in meta.get("splits", {}).items()}
-        self.failures: dict[str, str] = dict(meta.get("failures", {}))
-        self.attrs: dict = dict(meta.get("attrs", {}))
+        try:
+            self.layout: Layout = get_layout(meta["layout"])
+            self.dims: int = int(meta["dims"])
+            self.classes: list[str] = [str(c) for c in meta.get("classes", [])]
+            self.splits: dict[str, list[str]] = {str(k): [str(n) for n in v]
+                                                 for k, v in meta.get("splits", {}).items()}
+            self.failures: dict[str, str] = dict(meta.get("failures", {}))
+            self.attrs: dict = dict(meta.get("attrs", {}))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            self.close()
+            raise StoreError(f"{self.path}: damaged metadata ({_why(exc)})") from None
 
         # Merge the per-file indices; a later file's entry supersedes an earlier one by name.
         file_of = np.concatenate([np.full(len(ix.name), i, np.int32)
@@ -224,6 +265,51 @@ class PoseStore:
         self._memory: list[tuple[np.ndarray, np.ndarray]] | None = None
         if in_memory:
             self.load()
+
+    def _open_snapshot(self) -> tuple[list[_Index], dict]:
+        """Open the main file and the unmerged parts (handles kept open, so the snapshot
+        holds even when a writer replaces the files); returns their indices and metadata."""
+        main_exists = self.path.is_file()
+        if not main_exists and not PartFiles(self.path).dir.is_dir():
+            raise StoreError(f"{self.path}: no such pose store (create one with `heatvol import` "
+                             f"or `heatvol extract`)")
+        self._files: list[Path] = []
+        self._inodes: list[int] = []
+        indices, meta, merged_through = [], None, 0
+        self.format_version = FORMAT_VERSION
+        candidates = ([(None, self.path)] if main_exists else []) + PartFiles(self.path).list()
+        for part_id, fpath in candidates:
+            if part_id is not None and part_id <= merged_through:
+                continue  # already merged; a compaction was killed before deleting it
+            try:
+                f = _open_h5(fpath)
+            except StoreError:
+                if not fpath.exists():
+                    raise _Vanished() from None
+                raise
+            self._handles[len(self._files)] = f
+            self._files.append(fpath)
+            self._inodes.append(os.fstat(f.id.get_vfd_handle()).st_ino)
+            try:
+                version = self._check_format(f, fpath)
+                if part_id is None:
+                    self.format_version = version
+                    merged_through = int(f.attrs.get("merged_through", 0))
+                meta = _read_meta(f) or meta
+                indices.append(_Index.read(f))
+            except StoreError:
+                raise
+            except _READ_ERRORS as exc:
+                raise StoreError(f"{fpath}: damaged pose store file: index or metadata cannot "
+                                 f"be read ({_why(exc)})") from None
+        if meta is None:
+            raise StoreError(f"{self.path}: store holds no metadata (not a heatvol pose store?)")
+        try:
+            get_layout(meta["layout"])
+            int(meta["dims"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{self.path}: damaged metadata ({_why(exc)})") from None
+        return indices, meta
 
     @staticmethod
     def _check_format(f: h5py.File, path: Path) -> int:
@@ -242,7 +328,12 @@ class PoseStore:
             self._handles, self._pid = {}, os.getpid()
         h = self._handles.get(i)
         if h is None:
-            h = self._handles[i] = _open_h5(self._files[i])
+            h = _open_h5(self._files[i])
+            if os.fstat(h.id.get_vfd_handle()).st_ino != self._inodes[i]:
+                h.close()
+                raise StoreError(f"{self._files[i]}: a writer replaced this file after the "
+                                 f"store was opened; open the store again")
+            self._handles[i] = h
         return h
 
     def load(self) -> PoseStore:
@@ -251,11 +342,17 @@ class PoseStore:
             self._memory = []
             for i in range(len(self._files)):
                 f = self._handle(i)
-                self._memory.append((f["keypoints"][()], f["scores"][()]))
+                try:
+                    self._memory.append((f["keypoints"][()], f["scores"][()]))
+                except _READ_ERRORS as exc:
+                    self._memory = None
+                    raise StoreError(f"{self._files[i]}: damaged pose store file: its arrays "
+                                     f"cannot be read ({_why(exc)}); `heatvol check` names the "
+                                     f"sequences") from None
         return self
 
     def close(self) -> None:
-        for h in self._handles.values():
+        for h in getattr(self, "_handles", {}).values():
             h.close()
         self._handles = {}
 
@@ -295,19 +392,44 @@ class PoseStore:
         except KeyError:
             raise KeyError(f"{self.path}: no sequence named {key!r}") from None
 
-    def _record(self, i: int) -> PoseRecord:
+    def _where(self, i: int) -> str:
+        return f"{self._files[int(self._file_of[i])]}: sequence {self._index.name[i]!r}"
+
+    def _read_rows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sequence i's stored rows as they are: keypoints [M*T, K, C], scores [M*T, K];
+        StoreError (file and sequence named) when they cannot be read."""
         ix, fi = self._index, int(self._file_of[i])
         m, t, off = int(ix.num_persons[i]), int(ix.num_frames[i]), int(ix.offset[i])
         k = self.layout.num_joints
         rows = slice(off, off + m * t)
-        if self._memory is not None:
-            kp, sc = self._memory[fi][0][rows], self._memory[fi][1][rows]
-        else:
-            f = self._handle(fi)
-            if m * t:
+        where = self._where(i)
+        try:
+            if self._memory is not None:
+                kp, sc = self._memory[fi][0][rows], self._memory[fi][1][rows]
+            elif m * t:
+                f = self._handle(fi)
                 kp, sc = f["keypoints"][rows], f["scores"][rows]
             else:
                 kp, sc = np.zeros((0, k, self.dims), np.float32), np.zeros((0, k), np.float32)
+            if kp.shape != (m * t, k, self.dims) or sc.shape != (m * t, k):
+                raise ValueError(f"rows [{off}, {off + m * t}) do not fit the arrays")
+        except StoreError:
+            raise
+        except _READ_ERRORS as exc:
+            raise _DamagedRows(where, f"damaged, cannot be read ({_why(exc)})") from None
+        return kp, sc
+
+    def _record(self, i: int) -> PoseRecord:
+        ix = self._index
+        m, t, k = int(ix.num_persons[i]), int(ix.num_frames[i]), self.layout.num_joints
+        kp, sc = self._read_rows(i)
+        where = self._where(i)
+        # Values written behind the writer's back (or damaged in a way the checksum misses)
+        # must not reach a renderer or a picture: refuse them like a damaged chunk.
+        bad = _check_values(where, kp, sc)
+        if bad:
+            raise StoreError(f"{bad} (damaged or written without heatvol; `heatvol check` "
+                             f"lists every such sequence)")
         h, w = (int(v) for v in ix.img_shape[i])
         label = int(ix.label[i])
         classes = self._meta["classes"]
@@ -383,33 +505,50 @@ class PoseStore:
             bad_labels |= ix.label >= len(self.classes)
         for i in np.flatnonzero(bad_labels)[:20]:
             problems.append(f"{ix.name[i]}: label {ix.label[i]} outside [-1, {len(self.classes)})")
+        row_counts: dict[int, int] = {}
         for fi, fpath in enumerate(self._files):
-            f = self._handle(fi)
-            kp_ds, sc_ds = f["keypoints"], f["scores"]
-            if kp_ds.shape[1:] != (k, c) or sc_ds.shape[1:] != (k,):
-                problems.append(f"{fpath}: array shapes {kp_ds.shape} / {sc_ds.shape} do not "
+            try:
+                f = self._handle(fi)
+                kp_ds, sc_ds = f["keypoints"], f["scores"]
+                kp_shape, sc_shape = kp_ds.shape, sc_ds.shape
+            except _READ_ERRORS as exc:
+                problems.append(f"{fpath}: damaged, its arrays cannot be opened ({_why(exc)})")
+                continue
+            if kp_shape[1:] != (k, c) or sc_shape[1:] != (k,):
+                problems.append(f"{fpath}: array shapes {kp_shape} / {sc_shape} do not "
                                 f"match K={k}, C={c}")
                 continue
-            if kp_ds.shape[0] != sc_ds.shape[0]:
+            if kp_shape[0] != sc_shape[0]:
                 problems.append(f"{fpath}: keypoints and scores row counts differ")
+            row_counts[fi] = int(min(kp_shape[0], sc_shape[0]))
         for i in range(len(self)):
             name = ix.name[i]
             m, t = int(ix.num_persons[i]), int(ix.num_frames[i])
             if m < 0 or t < 1:
                 problems.append(f"{name}: bad shape M={m}, T={t}")
                 continue
-            rows = int(self._handle(int(self._file_of[i]))["keypoints"].shape[0])
+            if int(self._file_of[i]) not in row_counts:
+                problems.append(f"{name}: in a damaged file ({self._files[self._file_of[i]]})")
+                continue
+            rows = row_counts[int(self._file_of[i])]
             if ix.offset[i] < 0 or ix.offset[i] + m * t > rows:
                 problems.append(f"{name}: rows [{ix.offset[i]}, {ix.offset[i] + m * t}) outside "
                                 f"the array ({rows} rows)")
                 continue
-            rec = self._record(i)
-            if not np.isfinite(rec.keypoints).all():
+            try:
+                kp, sc = self._read_rows(i)
+            except _DamagedRows as exc:  # a damaged chunk: name the sequence and go on
+                problems.append(f"{name}: {exc.reason}")
+                continue
+            if not np.isfinite(kp).all():
                 problems.append(f"{name}: non-finite keypoints")
-            if not (np.isfinite(rec.scores).all() and (rec.scores >= 0).all()
-                    and (rec.scores <= 1).all()):
+            elif kp.size and np.abs(kp).max() > COORD_LIMIT:
+                problems.append(f"{name}: coordinates outside [-{COORD_LIMIT:g}, "
+                                f"{COORD_LIMIT:g}] (max |value| {np.abs(kp).max():.3g})")
+            if not (np.isfinite(sc).all() and (sc >= 0).all() and (sc <= 1).all()):
                 problems.append(f"{name}: scores outside [0, 1]")
-            if c == 2 and rec.img_shape is None:
+            img_shape = ix.img_shape[i]
+            if c == 2 and not (img_shape > 0).all():
                 problems.append(f"{name}: 2D sequence without img_shape")
             if not np.isfinite(ix.fps[i]) or ix.fps[i] < 0:
                 problems.append(f"{name}: bad fps {ix.fps[i]}")
@@ -494,6 +633,9 @@ class PoseWriter:
             self._next_part = self._parts.next_id(self._merged_through())
             self._buffer: dict[str, tuple] = {}
             self._closed = False
+            self._disk_full = False
+            #: a line for the user when close() could not merge (a full disk), else None
+            self.note: str | None = None
         except BaseException:
             self._lock.release()
             raise
@@ -585,6 +727,11 @@ class PoseWriter:
         if label < -1 or (ncls and label >= ncls):
             raise ValueError(f"{name}: label {label} outside [-1, {ncls})")
         bad = ~np.isfinite(kp).all(axis=-1)
+        finite = kp[~bad]
+        if finite.size and np.abs(finite).max() > COORD_LIMIT:
+            raise ValueError(f"{name}: coordinates must lie in [-{COORD_LIMIT:g}, "
+                             f"{COORD_LIMIT:g}] (NaN marks a missing joint); got "
+                             f"{finite.flat[np.abs(finite).argmax()]:.3g}")
         if bad.any():
             kp = kp.copy()
             sc = sc.copy()
@@ -619,8 +766,7 @@ class PoseWriter:
             label=np.array([e[2] for e in entries], np.int32),
             img_shape=np.array([e[3] for e in entries], np.int32).reshape(-1, 2),
             fps=np.array([e[4] for e in entries], np.float32))
-        with self._parts.new_part(self._next_part) as tmp, \
-                h5py.File(tmp, "w", locking=False) as f:
+        def build(f: h5py.File) -> None:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["part_id"] = self._next_part
@@ -629,6 +775,17 @@ class PoseWriter:
             index.write(f)
             if self._meta_dirty:
                 _write_meta(f, self._meta)
+
+        try:
+            self._parts.write_part(self._next_part, build)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise StoreError(f"{self.path}: cannot write ({exc})") from None
+            # What is buffered is lost (a rerun redoes it); nothing committed is touched.
+            self._disk_full = True
+            self._buffer.clear()
+            raise StoreError(f"{self.path}: no space left on device; {len(self._names)} "
+                             f"sequences kept, rerun to continue") from None
         self._next_part += 1
         self._names.update(names)
         self._buffer.clear()
@@ -641,64 +798,77 @@ class PoseWriter:
         if not self._needs_compaction:
             return
         merged_through = self._next_part - 1
-        with self._parts.new_main() as tmp, PoseStore(self.path) as src, \
-                h5py.File(tmp, "w", locking=False) as dst:
-            dst.attrs["format"] = FORMAT_NAME
-            dst.attrs["format_version"] = FORMAT_VERSION
-            dst.attrs["merged_through"] = merged_through
-            k, c = src.layout.num_joints, src.dims
-            keep_all_of_main = bool(src._files) and src._files[0] == self.path
-            new_offsets = np.zeros(len(src), np.int64)
-            start_row = 0
-            if keep_all_of_main:
-                # Fast path: copy the old main arrays chunk by chunk without recompressing;
-                # rows of superseded sequences stay behind as unreferenced rows.
-                fmain = src._handle(0)
-                dst.copy(fmain["keypoints"], "keypoints")
-                dst.copy(fmain["scores"], "scores")
-                in_main = src._file_of == 0
-                new_offsets[in_main] = src._index.offset[in_main]
-                start_row = dst["keypoints"].shape[0]
-            else:
-                _create_rows(dst, "keypoints", np.zeros((0, k, c), np.float32))
-                _create_rows(dst, "scores", np.zeros((0, k), np.float32))
-            row = start_row
-            for fi in range(1 if keep_all_of_main else 0, len(src._files)):
-                sel = np.flatnonzero(src._file_of == fi)
-                if not len(sel):
-                    continue
-                f = src._handle(fi)
-                kp_all, sc_all = f["keypoints"][()], f["scores"][()]
-                pieces_kp, pieces_sc = [], []
-                for i in sel:
-                    off = int(src._index.offset[i])
-                    n = int(src._index.num_persons[i]) * int(src._index.num_frames[i])
-                    pieces_kp.append(kp_all[off:off + n])
-                    pieces_sc.append(sc_all[off:off + n])
-                    new_offsets[i] = row
-                    row += n
-                kp_new, sc_new = np.concatenate(pieces_kp), np.concatenate(pieces_sc)
-                for ds_name, data in (("keypoints", kp_new), ("scores", sc_new)):
-                    ds = dst[ds_name]
-                    old = ds.shape[0]
-                    ds.resize(old + len(data), axis=0)
-                    ds[old:] = data
-            index = src._index.take(np.arange(len(src)))
-            index.offset = new_offsets
-            index.write(dst)
-            _write_meta(dst, self._meta)
+        with PoseStore(self.path) as src:
+            merged = self._parts.write_main(lambda dst: self._build_main(dst, src, merged_through),
+                                            size_hint=self._parts.size())
+        if not merged:
+            self.note = (f"{self.path}: parts not merged (no space left on device for the merge); "
+                         f"the store is complete and readable as it is, the next write merges it")
+            return
         self._parts.remove_merged(merged_through)
         self._needs_compaction = False
+
+    def _build_main(self, dst: h5py.File, src: PoseStore, merged_through: int) -> None:
+        """Fill a new main file ``dst`` with every sequence of ``src`` (the main file's arrays
+        copied chunk by chunk without recompression, then the parts' rows appended)."""
+        dst.attrs["format"] = FORMAT_NAME
+        dst.attrs["format_version"] = FORMAT_VERSION
+        dst.attrs["merged_through"] = merged_through
+        k, c = src.layout.num_joints, src.dims
+        keep_all_of_main = bool(src._files) and src._files[0] == self.path
+        new_offsets = np.zeros(len(src), np.int64)
+        start_row = 0
+        if keep_all_of_main:
+            # Fast path: copy the old main arrays chunk by chunk without recompressing;
+            # rows of superseded sequences stay behind as unreferenced rows.
+            fmain = src._handle(0)
+            dst.copy(fmain["keypoints"], "keypoints")
+            dst.copy(fmain["scores"], "scores")
+            in_main = src._file_of == 0
+            new_offsets[in_main] = src._index.offset[in_main]
+            start_row = dst["keypoints"].shape[0]
+        else:
+            _create_rows(dst, "keypoints", np.zeros((0, k, c), np.float32))
+            _create_rows(dst, "scores", np.zeros((0, k), np.float32))
+        row = start_row
+        for fi in range(1 if keep_all_of_main else 0, len(src._files)):
+            sel = np.flatnonzero(src._file_of == fi)
+            if not len(sel):
+                continue
+            f = src._handle(fi)
+            kp_all, sc_all = f["keypoints"][()], f["scores"][()]
+            pieces_kp, pieces_sc = [], []
+            for i in sel:
+                off = int(src._index.offset[i])
+                n = int(src._index.num_persons[i]) * int(src._index.num_frames[i])
+                pieces_kp.append(kp_all[off:off + n])
+                pieces_sc.append(sc_all[off:off + n])
+                new_offsets[i] = row
+                row += n
+            kp_new, sc_new = np.concatenate(pieces_kp), np.concatenate(pieces_sc)
+            for ds_name, data in (("keypoints", kp_new), ("scores", sc_new)):
+                ds = dst[ds_name]
+                old = ds.shape[0]
+                ds.resize(old + len(data), axis=0)
+                ds[old:] = data
+        index = src._index.take(np.arange(len(src)))
+        index.offset = new_offsets
+        index.write(dst)
+        _write_meta(dst, self._meta)
 
     def close(self) -> None:
         if self._closed:
             return
         try:
-            self.commit()
-            if self.compact_on_close:
-                self.compact()
+            if not self._disk_full:
+                self.commit()
+                if self.compact_on_close:
+                    self.compact()
         finally:
             self._closed = True
+            if not self.path.is_file():  # nothing ever committed (a full disk): no empty folder
+                with contextlib.suppress(OSError):
+                    self._parts.dir.rmdir()
             self._lock.release()
 
     def __enter__(self) -> PoseWriter:

@@ -3,7 +3,7 @@
 Everything here works on keypoint arrays, never on images: a :class:`Clip` holds
 ``keypoints`` ([M, T, K, 2] float32, pixels, x then y), ``scores`` ([M, T, K] float32) and the
 ``img_shape`` (H, W) of the (virtual) image those pixels live in. The renderer
-(``heatvol/render.py``) turns a clip into a [K or L, T, H, W] volume afterwards.
+(:mod:`heatvol.render`) turns a clip into a [K or L, T, H, W] volume afterwards.
 
 Style (torchvision transforms v2): small functions that each do one thing, plus callable
 transform objects with the signature ``transform(clip, rng)`` that :class:`Compose` chains.

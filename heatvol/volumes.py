@@ -10,8 +10,10 @@ decompression), then replaces the main file atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,10 +21,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .parts import PART_RE, PartFiles
+from .parts import PART_RE, PartFiles, WriterBusy, WriterLock, is_disk_full
 from .store import StoreError
 
 __all__ = ["VolumeFile", "VolumeWriter", "is_volume_file"]
+
+# A reader retries this many times when a writer's merge swaps files under it.
+_OPEN_ATTEMPTS = 5
 
 FORMAT_NAME = "heatvol-volumes"
 FORMAT_VERSION = 1
@@ -50,12 +55,34 @@ class VolumeFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._handles: list[h5py.File] = []
+        # A writer's merge replaces the main file and then deletes the merged parts: a file
+        # listed a moment ago can be gone. Take the snapshot again.
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                names, labels, where = self._open_snapshot()
+                break
+            except FileNotFoundError:
+                self.close()
+                if attempt == _OPEN_ATTEMPTS - 1:
+                    raise StoreError(f"{self.path}: files kept changing while opening (a writer "
+                                     f"is merging); try again") from None
+                time.sleep(0.05 * (attempt + 1))
+            except BaseException:
+                self.close()
+                raise
+        self._names = names
+        self.labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+        self._where = where
+        self._position = {n: i for i, n in enumerate(names)}
+        self.classes: list[str] = list(self.settings.get("classes", []))
+
+    def _open_snapshot(self) -> tuple[list[str], list[np.ndarray], list[tuple[int, int]]]:
         files = ([self.path] if self.path.is_file() else []) + \
             [p for _, p in PartFiles(self.path).list()]
         if not files:
             raise StoreError(f"{self.path}: no such volume file")
         self._files: list[Path] = []
-        self._handles: list[h5py.File] = []
         self.settings: dict | None = None
         names, labels, where = [], [], []
         merged_through = 0
@@ -66,25 +93,27 @@ class VolumeFile:
             try:
                 f = h5py.File(fpath, "r", locking=False)
             except OSError as exc:
+                if not fpath.exists():
+                    raise FileNotFoundError(fpath) from None
                 raise StoreError(f"{fpath}: cannot open as HDF5 ({exc})") from None
             if f.attrs.get("format") != FORMAT_NAME:
                 f.close()
                 raise StoreError(f"{fpath}: not a heatvol volume file")
             if fpath == self.path:
                 merged_through = int(f.attrs.get("merged_through", 0))
-            self.settings = self.settings or json.loads(f.attrs["settings"])
             fi = len(self._files)
             self._files.append(fpath)
             self._handles.append(f)
-            n = f["volumes"].shape[0]
-            names += [s.decode("utf-8") for s in f["names"][()]]
-            labels.append(f["labels"][()])
+            try:
+                self.settings = self.settings or json.loads(f.attrs["settings"])
+                n = f["volumes"].shape[0]
+                names += [s.decode("utf-8") for s in f["names"][()]]
+                labels.append(f["labels"][()])
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+                raise StoreError(f"{fpath}: damaged volume file ({type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())})") from None
             where += [(fi, i) for i in range(n)]
-        self._names = names
-        self.labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
-        self._where = where
-        self._position = {n: i for i, n in enumerate(names)}
-        self.classes: list[str] = list(self.settings.get("classes", []))
+        return names, labels, where
 
     def __len__(self) -> int:
         return len(self._names)
@@ -98,7 +127,12 @@ class VolumeFile:
     def __getitem__(self, key: str | int) -> np.ndarray:
         i = self._position[key] if isinstance(key, str) else int(key)
         fi, row = self._where[i]
-        return self._handles[fi]["volumes"][row]
+        try:
+            return self._handles[fi]["volumes"][row]
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise StoreError(f"{self._files[fi]}: sample {self._names[i]!r} is damaged, cannot "
+                             f"be read ({type(exc).__name__}: {' '.join(str(exc).split())})"
+                             ) from None
 
     def label(self, key: str | int) -> int:
         i = self._position[key] if isinstance(key, str) else int(key)
@@ -148,7 +182,10 @@ class VolumeWriter:
     """Append rendered samples; resumable and crash-safe.
 
     ``settings`` (JSON-serialisable, must include ``shape`` [clips, C, T, H, W] and ``dtype``)
-    are stored with the file; resuming with different settings is refused.
+    are stored with the file; resuming with different settings is refused. One writer per file
+    (:class:`~heatvol.parts.WriterLock`; a second one raises StoreError at once). Parts are built
+    in memory and written with plain I/O, so a full disk is a StoreError saying how many samples
+    are kept; a merge the disk has no room for leaves the parts (``note`` says so).
     """
 
     def __init__(self, path: str | os.PathLike, settings: dict, *, overwrite: bool = False,
@@ -160,7 +197,21 @@ class VolumeWriter:
         self.commit_every = commit_every
         self._parts = PartFiles(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._parts.remove_temporaries()
+        try:
+            self._lock = WriterLock(self.path).acquire()
+        except WriterBusy:
+            raise StoreError(f"{self.path}: another process is writing this volume file; wait "
+                             f"for it to finish") from None
+        try:
+            self._open(overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+        #: a line for the user when close() could not merge (a full disk), else None
+        self.note: str | None = None
+
+    def _open(self, overwrite: bool) -> None:
+        self._parts.remove_temporaries()  # under the lock: no other writer's files
         if overwrite:
             self._parts.remove_all()
         self.done: set[str] = set()
@@ -180,6 +231,7 @@ class VolumeWriter:
         self._buf_labels: list[int] = []
         self._buf_vols: list = []  # compressed chunks, or futures of them
         self._pool: ThreadPoolExecutor | None = None
+        self._disk_full = False
 
     def _merged_through(self) -> int:
         if not self.path.is_file():
@@ -187,12 +239,15 @@ class VolumeWriter:
         with h5py.File(self.path, "r", locking=False) as f:
             return int(f.attrs.get("merged_through", 0))
 
-    def _create(self, f: h5py.File, n: int, merged_through: int | None = None) -> h5py.Dataset:
+    def _create_attrs(self, f: h5py.File, merged_through: int | None = None) -> None:
         f.attrs["format"] = FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["settings"] = json.dumps(self.settings)
         if merged_through is not None:
             f.attrs["merged_through"] = merged_through
+
+    def _create(self, f: h5py.File, n: int, merged_through: int | None = None) -> h5py.Dataset:
+        self._create_attrs(f, merged_through)
         return f.create_dataset("volumes", shape=(n,) + self.shape, dtype=self.dtype,
                                 chunks=(1,) + self.shape, compression="gzip",
                                 compression_opts=_DEFLATE_LEVEL, shuffle=self.dtype.itemsize > 1)
@@ -222,36 +277,73 @@ class VolumeWriter:
     def commit(self) -> None:
         if not self._buf_names:
             return
-        with self._parts.new_part(self._next) as tmp, h5py.File(tmp, "w", locking=False) as f:
+        chunks = [c if isinstance(c, bytes) else c.result() for c in self._buf_vols]
+
+        def build(f: h5py.File) -> None:
             ds = self._create(f, len(self._buf_names))
             zero = (0,) * len(self.shape)
-            for i, chunk in enumerate(self._buf_vols):
-                chunk = chunk if isinstance(chunk, bytes) else chunk.result()
+            for i, chunk in enumerate(chunks):
                 ds.id.write_direct_chunk((i,) + zero, chunk, 0)
             f.create_dataset("names", data=np.array(self._buf_names, dtype=object), dtype=_STR)
             f.create_dataset("labels", data=np.array(self._buf_labels, np.int32))
+
+        try:
+            self._parts.write_part(self._next, build)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise StoreError(f"{self.path}: cannot write ({exc})") from None
+            self._disk_full = True  # the buffered samples are lost; a rerun renders them
+            self._buf_names, self._buf_labels, self._buf_vols = [], [], []
+            raise StoreError(f"{self.path}: no space left on device; {len(self.done)} samples "
+                             f"kept, rerun to continue") from None
         self._next += 1
         self.done.update(self._buf_names)
         self._buf_names, self._buf_labels, self._buf_vols = [], [], []
 
-    def close(self) -> None:
-        """Commit, then merge every part into the main file (raw compressed chunk copies)."""
-        self.commit()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+    def close(self, *, finished: bool = True) -> None:
+        """Commit, then merge every part into the main file (raw compressed chunk copies).
+
+        ``finished=False`` (the run failed or was interrupted): what was rendered is kept and
+        merged, but no empty file is created when nothing was. After a full disk nothing more
+        is written: the parts committed so far stay, and a rerun resumes from them."""
+        if self._lock is None:
+            return
+        try:
+            if not self._disk_full:
+                self.commit()
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+            if not self._disk_full:
+                self._merge(create_empty=finished)
+        finally:
+            if not self.path.is_file():  # nothing committed (an error, a full disk): no folder
+                with contextlib.suppress(OSError):
+                    self._parts.dir.rmdir()
+            self._lock.release()
+            self._lock = None
+
+    def _merge(self, *, create_empty: bool) -> None:
         parts = self._parts.list()
         if not parts:
-            if not self.path.is_file():  # nothing rendered: still leave a valid, empty file
-                with self._parts.new_main() as tmp, h5py.File(tmp, "w", locking=False) as f:
-                    self._create(f, 0, 0)
+            if not self.path.is_file() and create_empty:
+                # nothing rendered: still leave a valid, empty file
+                def build_empty(f: h5py.File) -> None:
+                    self._create_attrs(f, 0)
+                    # (chunks may not exceed a fixed zero-length shape: an extensible one)
+                    f.create_dataset("volumes", shape=(0,) + self.shape, dtype=self.dtype,
+                                     chunks=(1,) + self.shape, maxshape=(None,) + self.shape)
                     f.create_dataset("names", shape=(0,), dtype=_STR)
                     f.create_dataset("labels", shape=(0,), dtype=np.int32)
+
+                if not self._parts.write_main(build_empty, size_hint=0):
+                    raise StoreError(f"{self.path}: no space left on device")
             return
         merged_through = parts[-1][0]
-        with self._parts.new_main() as tmp, VolumeFile(self.path) as src:
+        with VolumeFile(self.path) as src:
             names, labels = src.names(), src.labels
-            with h5py.File(tmp, "w", locking=False) as dst:
+
+            def build(dst: h5py.File) -> None:
                 ds = self._create(dst, len(names), merged_through)
                 zero = (0,) * len(self.shape)
                 for j, (fi, row) in enumerate(src._where):
@@ -260,6 +352,13 @@ class VolumeWriter:
                     ds.id.write_direct_chunk((j,) + zero, chunk, mask)
                 dst.create_dataset("names", data=np.array(names, dtype=object), dtype=_STR)
                 dst.create_dataset("labels", data=labels.astype(np.int32))
+
+            merged = self._parts.write_main(build, size_hint=self._parts.size())
+        if not merged:
+            self.note = (f"{self.path}: parts not merged (no space left on device for the "
+                         f"merge); the file is complete and readable as it is, rerunning the "
+                         f"same command merges it")
+            return
         self._parts.remove_merged(merged_through)
 
     def __enter__(self) -> VolumeWriter:

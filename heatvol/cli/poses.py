@@ -1,14 +1,37 @@
-"""Commands on pose stores: ``extract``, ``import``, ``export``, ``info``, ``check``."""
+"""Commands on pose stores: ``extract``, ``import``, ``export``, ``info``, ``check``.
+
+Every command follows the exit codes of :mod:`heatvol.cli.common` (docs/cli.md): 0 done,
+1 an error (one line), 2 a usage error, 3 finished with some inputs skipped, 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from .common import CONTEXT, EXIT_INTERRUPTED, EXIT_SKIPPED, LazyChoice, fail, one_line
+from .common import (CONTEXT, EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USAGE, LazyChoice, fail,
+                     one_line)
+
+
+def interruptible(kept: str):
+    """Ctrl-C ends the command with one line saying what is kept, and exit status 130."""
+    def decorate(command):
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            try:
+                return command(*args, **kwargs)
+            except KeyboardInterrupt:
+                fail(f"interrupted; {kept}", EXIT_INTERRUPTED)
+        return run
+    return decorate
+
+
+def warn(line: str) -> None:
+    click.echo(f"heatvol: warning: {one_line(line)}", err=True)
 
 
 def _formats():
@@ -91,15 +114,15 @@ def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_in
     from ..store import StoreError
 
     if max_persons < 1:
-        fail(f"--max-persons must be at least 1, got {max_persons}")
+        fail(f"--max-persons must be at least 1, got {max_persons}", EXIT_USAGE)
     if workers < 1:
-        fail(f"--workers must be at least 1, got {workers}")
+        fail(f"--workers must be at least 1, got {workers}", EXIT_USAGE)
     if backend == "blazepose" and device == "cuda":
-        fail("the blazepose backend runs on the CPU only; use --backend mmpose for --device cuda")
+        fail("the blazepose backend runs on the CPU only; use --backend mmpose for --device cuda", EXIT_USAGE)
     if backend == "blazepose" and layout != "coco17" and layout != "blazepose33":
-        fail(f"--layout {layout}: blazepose gives coco17 or blazepose33")
+        fail(f"--layout {layout}: blazepose gives coco17 or blazepose33", EXIT_USAGE)
     if backend == "mmpose" and layout != "coco17":
-        fail("--backend mmpose gives coco17 keypoints only")
+        fail("--backend mmpose gives coco17 keypoints only", EXIT_USAGE)
 
     def on_failure(name, reason):
         click.echo(f"heatvol: failed {name}: {reason}", err=True)
@@ -138,7 +161,8 @@ def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_in
 @click.option("--strict", is_flag=True, help="Stop at the first bad file instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Start a new store instead of resuming into an "
               "existing one.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@interruptible("sequences committed so far are in the store (run again to continue)")
 def import_cmd(fmt, src, out, layout, strict, overwrite, quiet):
     """Import a public skeleton dataset into a pose store.
 
@@ -152,8 +176,9 @@ def import_cmd(fmt, src, out, layout, strict, overwrite, quiet):
 
     Sequences are named by their source file stems (pyskl: frame_dir). An existing store is
     resumed: sequences already in it are skipped. A bad file is reported and skipped
-    (--strict stops instead). pyskl pickles execute code when loaded: only import files from
-    a source you trust.
+    (--strict stops instead), and the exit status is then 3. A file in which no joint is
+    present in any frame is imported, with a warning, and counted in the summary. pyskl
+    pickles execute code when loaded: only import files from a source you trust.
 
     \b
     Example:
@@ -167,10 +192,15 @@ def import_cmd(fmt, src, out, layout, strict, overwrite, quiet):
         report = import_dataset(fmt, src, out, strict=strict, overwrite=overwrite,
                                 progress=not quiet,
                                 on_problem=lambda line: click.echo(f"heatvol: skipped {line}",
-                                                                   err=True), **kwargs)
+                                                                   err=True),
+                                on_notice=warn, **kwargs)
     except (ImportFailed, StoreError, ValueError, FileNotFoundError) as exc:
         fail(exc)
+    if report.note:
+        warn(report.note)
     click.echo(f"{out}: imported {report.imported} sequences"
+               + (f" ({len(report.all_missing)} with no joint present in any frame)"
+                  if report.all_missing else "")
                + (f", {report.skipped_existing} already there" if report.skipped_existing else "")
                + (f", {len(report.problems)} bad files skipped" if report.problems else ""))
     if report.problems:
@@ -182,6 +212,7 @@ def import_cmd(fmt, src, out, layout, strict, overwrite, quiet):
 @click.argument("store", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
               help="File to write.")
+@interruptible("nothing was written")
 def export_cmd(fmt, store, out):
     """Export a pose store to another toolkit's format.
 
@@ -197,7 +228,7 @@ def export_cmd(fmt, store, out):
 
     try:
         n = export_pyskl(store, out)
-    except (StoreError, ValueError) as exc:
+    except (StoreError, ValueError, OSError) as exc:
         fail(exc)
     click.echo(f"{out}: wrote {n} annotations")
 
@@ -205,6 +236,7 @@ def export_cmd(fmt, store, out):
 @click.command("info", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@interruptible("nothing was changed")
 def info_cmd(path, as_json):
     """Summarise a pose store or a volume file.
 
@@ -239,7 +271,10 @@ def _format_summary(s: dict) -> str:
                                          s["persons_per_sequence"].items()) + "  (M: sequences)",
         ]
     else:
-        lines += [f"  {k:<11} {v}" for k, v in s.get("settings", {}).items()]
+        settings = dict(s.get("settings", {}))
+        if settings.get("split") is None:
+            settings["split"] = "(all sequences)"
+        lines += [f"  {k:<11} {v}" for k, v in settings.items() if v is not None]
         lines.append(f"  samples     {s['samples']:,}")
     classes = s.get("classes", {})
     if classes:
@@ -258,11 +293,13 @@ def _format_summary(s: dict) -> str:
 
 @click.command("check", context_settings=CONTEXT)
 @click.argument("path", type=click.Path(path_type=Path))
+@interruptible("nothing was changed")
 def check_cmd(path):
     """Validate every invariant of a pose store; exit status 1 lists each problem.
 
-    Checks shapes, finite coordinates, scores in [0, 1], image shapes of 2D data, labels
-    within the classes, and that every split member exists.
+    Checks that every sequence can be read (a damaged one is named and the check goes on),
+    shapes, coordinates finite and within +-1e6, scores in [0, 1], image shapes of 2D data,
+    labels within the classes, and that every split member exists.
 
     \b
     Example:

@@ -1,4 +1,8 @@
-"""Commands on volumes: ``render`` (a pose store -> a volume file) and ``show`` (pictures)."""
+"""Commands on volumes: ``render`` (a pose store -> a volume file) and ``show`` (pictures).
+
+Exit codes as every command (docs/cli.md): 0 done, 1 an error (one line), 2 a usage error,
+130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT, SizeOption, deprecated, fail, one_line, require_store
-from .poses import open_any
+from .common import CONTEXT, EXIT_USAGE, SizeOption, deprecated, fail, one_line, require_store
+from .poses import interruptible, open_any, warn
 
 
 @click.command("render", context_settings=CONTEXT)
@@ -33,7 +37,8 @@ from .poses import open_any
 @click.option("--workers", default=1, show_default=True, help="Rendering processes (each with "
               "cores/workers Numba threads).")
 @click.option("--overwrite", is_flag=True, help="Start the volume file afresh instead of resuming.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@interruptible("samples rendered so far are kept (run the same command again to resume)")
 def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype, render_device,
                old_device, workers, overwrite, quiet):
     """Render K x T x H x W heatmap volumes from a pose store (PoseC3D's pseudo-heatmaps).
@@ -42,7 +47,8 @@ def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype,
     of --clip-len frames, one subject-centred square box over the clip, resize to --size)
     and is rendered as joint (K channels) or limb (L channels) Gaussians. The output HDF5 keeps
     one compressed chunk per sample, with names, labels and these settings. An interrupted run
-    resumes where it stopped; --overwrite starts again.
+    (Ctrl-C, a full disk, a kill) keeps what was rendered and resumes where it stopped;
+    --overwrite starts again. One render at a time writes a volume file.
 
     \b
     Examples:
@@ -59,7 +65,7 @@ def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype,
         out = poses.with_name("volumes.h5")
     require_store(poses)
     if out.resolve() == poses.resolve():
-        fail(f"{out}: the output would overwrite the pose store")
+        fail(f"{out}: the output would overwrite the pose store", EXIT_USAGE)
     try:
         res = render_store(poses, out, mode="limb" if limb else "joint", size=size,
                            clip_len=clip_len, num_clips=num_clips, sigma=sigma, split=split,
@@ -67,6 +73,10 @@ def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype,
                            progress=not quiet)
     except (StoreError, KeyError, ValueError, RuntimeError) as exc:
         fail(exc)
+    except OSError as exc:  # the output folder cannot be written, ...
+        fail(f"{exc.filename or out}: {exc.strerror or exc}")
+    if res.get("note"):
+        warn(res["note"])
     click.echo(f"{out}: rendered {res['rendered']} samples"
                + (f" ({res['skipped']} already there)" if res["skipped"] else "")
                + f", {res['total']} in all")
@@ -88,6 +98,7 @@ def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype,
 @click.option("--width", default=320, show_default=True, help="Width of a skeleton frame (px).")
 @click.option("--video", type=click.Path(exists=True, path_type=Path), default=None,
               help="Draw the skeletons over this video's frames.")
+@interruptible("nothing was written")
 def show_cmd(path, name, out, volume, limb, size, clip_len, num_frames, width, video):
     """Draw one sequence: its skeletons per frame, or its heatmap volume.
 
@@ -105,47 +116,63 @@ def show_cmd(path, name, out, volume, limb, size, clip_len, num_frames, width, v
     from .. import visualize as vis
     from ..store import StoreError
 
+    gif = out.suffix.lower() == ".gif"
+    if out.suffix.lower() not in (".png", ".gif"):
+        fail(f"{out}: output must end in .png or .gif", EXIT_USAGE)
     try:
         obj = open_any(path)
     except StoreError as exc:
         fail(exc)
-    gif = out.suffix.lower() == ".gif"
-    if out.suffix.lower() not in (".png", ".gif"):
-        fail(f"{out}: output must end in .png or .gif")
-    with obj:
-        if name not in obj:
-            fail(f"{path}: no sequence named {name!r}")
-        if hasattr(obj, "layout"):  # pose store
-            rec = obj[name]
-            if volume:
-                from ..render.pipeline import sample_volume
-                from ..transforms import test_pipeline
-                if obj.dims != 2:
-                    fail(f"{path}: volumes need 2D keypoints; this store is {obj.dims}D")
-                pipe = test_pipeline(clip_len, 1, size)
-                vol = sample_volume(rec, pipeline=pipe, num_clips=1,
-                                    render_kwargs=dict(size=size, mode="limb" if limb else "joint",
-                                                       layout=obj.layout))[0]
-                frames = vis.volume_frames(vol)
-                title = f"{name}  {'limb' if limb else 'joint'} volume {list(vol.shape)}"
-            else:
-                if obj.dims != 2:
-                    fail(f"{path}: showing skeletons needs 2D keypoints; this store is {obj.dims}D")
-                background = _read_video(video) if video else None
-                if background is not None and len(background) < rec.num_frames:
-                    fail(f"{video}: has {len(background)} frames, the sequence {rec.num_frames}")
-                frames = vis.draw_skeletons(rec.keypoints, rec.scores, obj.layout, rec.img_shape,
-                                            width=width, background=background)
-                label = obj.classes[rec.label] if 0 <= rec.label < len(obj.classes) else "(no label)"
-                title = f"{name}  {label}  M={rec.num_persons} T={rec.num_frames}"
-        else:
-            vol = obj[name][0]
-            frames = vis.volume_frames(vol)
-            title = f"{name}  {obj.settings.get('mode')} volume {list(vol.shape)}"
+    try:
+        frames, title = _frames(obj, path, name, volume, limb, size, clip_len, width, video)
+    except StoreError as exc:  # a damaged sequence: one line naming the file and the sequence
+        fail(exc)
+    finally:
+        obj.close()
     count = num_frames or (len(frames) if gif else 16)
     frames = [frames[i] for i in vis.pick_frames(len(frames), count)]
-    vis.save_frames(frames, out, title=None if gif else title)
+    try:
+        vis.save_frames(frames, out, title=None if gif else title)
+    except OSError as exc:
+        out.unlink(missing_ok=True)  # never a half-written picture
+        fail(f"{out}: cannot write ({exc.strerror or exc})")
     click.echo(f"{out}: {len(frames)} frames")
+
+
+def _frames(obj, path, name, volume, limb, size, clip_len, width, video):
+    """The picture's frames and title for sequence ``name`` of a store or volume file."""
+    from .. import visualize as vis
+
+    if name not in obj:
+        fail(f"{path}: no sequence named {name!r}")
+    if hasattr(obj, "layout"):  # pose store
+        rec = obj[name]
+        if volume:
+            from ..render.pipeline import sample_volume
+            from ..transforms import test_pipeline
+            if obj.dims != 2:
+                fail(f"{path}: volumes need 2D keypoints; this store is {obj.dims}D")
+            pipe = test_pipeline(clip_len, 1, size)
+            vol = sample_volume(rec, pipeline=pipe, num_clips=1,
+                                render_kwargs=dict(size=size, mode="limb" if limb else "joint",
+                                                   layout=obj.layout))[0]
+            frames = vis.volume_frames(vol)
+            title = f"{name}  {'limb' if limb else 'joint'} volume {list(vol.shape)}"
+        else:
+            if obj.dims != 2:
+                fail(f"{path}: showing skeletons needs 2D keypoints; this store is {obj.dims}D")
+            background = _read_video(video) if video else None
+            if background is not None and len(background) < rec.num_frames:
+                fail(f"{video}: has {len(background)} frames, the sequence {rec.num_frames}")
+            frames = vis.draw_skeletons(rec.keypoints, rec.scores, obj.layout, rec.img_shape,
+                                        width=width, background=background)
+            label = obj.classes[rec.label] if 0 <= rec.label < len(obj.classes) else "(no label)"
+            title = f"{name}  {label}  M={rec.num_persons} T={rec.num_frames}"
+    else:
+        vol = obj[name][0]
+        frames = vis.volume_frames(vol)
+        title = f"{name}  {obj.settings.get('mode')} volume {list(vol.shape)}"
+    return frames, title
 
 
 def _read_video(path: Path):

@@ -27,7 +27,9 @@ Behaviour shared by every format (``import_dataset``):
   the rest. ``overwrite=True`` empties the store first.
 - A bad file never stops the import: it becomes one ``"FILE: problem"`` line in
   ``ImportReport.problems`` (and is passed to ``on_problem``, and recorded in the store's
-  ``failures``), and the other files are imported. ``strict=True`` raises
+  ``failures``), and the other files are imported. A file that loads but in which no joint is
+  present in any frame (all coordinates NaN, or every score 0) is imported and listed in
+  ``ImportReport.all_missing`` (and passed to ``on_notice``). ``strict=True`` raises
   :class:`ImportFailed` at the first problem instead; everything appended before it stays in
   the store (the writer is closed properly, with classes and splits set).
 - Classes, splits, layout and dims are set on the store. Splits hold every sequence of the
@@ -46,8 +48,9 @@ Behaviour shared by every format (``import_dataset``):
 Errors: ``ValueError`` for an unknown format or an unusable ``layout``; :class:`ImportFailed`
 when the source cannot be read at all (missing folder, no files, unreadable pickle), when an
 existing store holds another dataset's classes, or, with ``strict``, at the first bad file;
-``heatvol.store.StoreError`` when ``out`` cannot be written (another writer holds it, or it
-holds a different layout / dimensionality).
+``heatvol.store.StoreError`` when ``out`` cannot be written (another writer holds it, it
+holds a different layout / dimensionality, or the disk is full: then the message says how many
+sequences are kept, and a rerun continues from them).
 
 A format module provides ``open_source(src: Path, *, layout: str | None) -> Source``: the
 entries (name, file, payload) it offers, its layout, dims, classes and splits, and a ``load``
@@ -112,6 +115,11 @@ class ImportReport:
     imported: int = 0
     skipped_existing: int = 0
     problems: list[str] = field(default_factory=list)
+    #: ``"FILE: what is missing"`` per imported sequence in which no joint is present in any
+    #: frame (e.g. a Penn Action file whose x is all NaN): imported, but worth a look.
+    all_missing: list[str] = field(default_factory=list)
+    #: a line for the user when the store's parts could not be merged (a full disk), else None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +211,8 @@ def _is_placeholder(index: int, name: str) -> bool:
 def import_dataset(fmt: str, src: str | Path, out: str | Path, *, strict: bool = False,
                    overwrite: bool = False, progress: bool = True,
                    on_problem: Callable[[str], None] | None = None,
-                   layout: str | None = None) -> ImportReport:
+                   layout: str | None = None,
+                   on_notice: Callable[[str], None] | None = None) -> ImportReport:
     """Import the dataset at ``src`` (format ``fmt``, a key of ``FORMATS``) into the pose
     store ``out``; see the module docstring for resume, problems and ``strict``.
 
@@ -211,9 +220,9 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, *, strict: bool =
     joint count V; other formats accept only their own layout.
     on_problem: called with each problem line as it is found (not with ``strict``, which
     raises ImportFailed with that line instead).
+    on_notice: called with each ``all_missing`` line.
     """
-    from tqdm import tqdm
-
+    from ..progress import progress as progress_display
     from ..store import PoseStore, PoseWriter
 
     fmt_key = str(fmt).strip().lower().replace("_", "-")
@@ -224,6 +233,17 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, *, strict: bool =
 
     report = ImportReport()
     failures: dict[str, str] = {}
+    bar = progress_display(source.entries, desc=f"import {fmt_key}", unit=source.unit,
+                           enabled=progress)
+
+    def say(callback, line: str) -> None:
+        if callback is not None:
+            with bar.external_write():  # keep a progress bar intact while the callback prints
+                callback(line)
+
+    def notice(line: str) -> None:
+        report.all_missing.append(line)
+        say(on_notice, line)
 
     def problem(line: str, name: str | None = None) -> None:
         line = _one_line(line)
@@ -232,10 +252,7 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, *, strict: bool =
         report.problems.append(line)
         if name is not None:
             failures[name] = line.partition(": ")[2] or line
-        if on_problem is not None:
-            # Keep the progress bar intact while the callback prints.
-            with tqdm.external_write_mode():
-                on_problem(line)
+        say(on_problem, line)
 
     for line in source.problems:
         problem(line)
@@ -256,8 +273,9 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, *, strict: bool =
                     membership[name] = tuple(s for s in split_names if name in split_sets[s])
         split_names += [s for s in source.split_names if s not in split_names]
         classes = _Classes(writer, source.classes, out)
-        _run(source, writer, classes, existing_names, membership, report, problem,
-             bar_desc=f"import {fmt_key}", progress=progress)
+        with bar:
+            _run(source, writer, classes, existing_names, membership, report, problem,
+                 notice, bar)
     finally:
         # Also on ImportFailed, other errors and Ctrl-C: what was appended stays, with
         # metadata that matches it (splits list only sequences that are in the store).
@@ -274,65 +292,81 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, *, strict: bool =
                 writer.add_failure(name, reason)
         finally:
             writer.close()
+    report.note = writer.note
     return report
 
 
 def _run(source: Source, writer, classes: _Classes, existing_names: set[str],
          membership: dict[str, tuple[str, ...]], report: ImportReport,
-         problem: Callable[..., None], *, bar_desc: str, progress: bool) -> None:
-    """Load and append every entry of ``source``; fills ``membership`` and ``report``."""
-    from tqdm import tqdm
-
+         problem: Callable[..., None], notice: Callable[[str], None], entries) -> None:
+    """Load and append every entry of ``entries`` (the source's, through a progress
+    display); fills ``membership`` and ``report``."""
     seen_where: dict[str, str] = {}
     pending_count = pending_bytes = 0
     last_commit = time.monotonic()
-    with tqdm(source.entries, desc=bar_desc, unit=source.unit, disable=not progress,
-              dynamic_ncols=True) as bar:
-        for entry in bar:
-            if entry.name in seen_where:
-                problem(f"{entry.where}: duplicate sequence name {entry.name!r} "
-                        f"(also {seen_where[entry.name]}); skipped")
-                continue
-            seen_where[entry.name] = entry.where
+    for entry in entries:
+        if entry.name in seen_where:
+            problem(f"{entry.where}: duplicate sequence name {entry.name!r} "
+                    f"(also {seen_where[entry.name]}); skipped")
+            continue
+        seen_where[entry.name] = entry.where
 
-            if entry.name in existing_names:
-                report.skipped_existing += 1
-                if entry.splits is not None:
-                    membership[entry.name] = entry.splits
-                elif not membership.get(entry.name):
-                    # The split is inside the file and the store does not know it (a killed
-                    # import commits sequences before it writes splits): read the file again.
-                    try:
-                        membership[entry.name] = source.load(entry).splits
-                    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
-                        problem(problem_line(entry.where, exc))
-                continue
+        if entry.name in existing_names:
+            report.skipped_existing += 1
+            if entry.splits is not None:
+                membership[entry.name] = entry.splits
+            elif not membership.get(entry.name):
+                # The split is inside the file and the store does not know it (a killed
+                # import commits sequences before it writes splits): read the file again.
+                try:
+                    membership[entry.name] = source.load(entry).splits
+                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
+                    problem(problem_line(entry.where, exc))
+            continue
 
-            try:
-                seq = source.load(entry)
-            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
-                problem(problem_line(entry.where, exc), entry.name)
-                continue
-            conflict = classes.learn(seq)
-            if conflict:
-                problem(f"{entry.where}: {conflict}", entry.name)
-                continue
-            try:
-                writer.append(entry.name, seq.keypoints, seq.scores, label=seq.label,
-                              img_shape=seq.img_shape, fps=seq.fps, source=seq.source)
-            except ValueError as exc:  # the store's own checks (score range, shapes, label)
-                problem(f"{entry.where}: {exc}", entry.name)
-                continue
-            membership[entry.name] = entry.splits if entry.splits is not None else seq.splits
-            report.imported += 1
+        try:
+            seq = source.load(entry)
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
+            problem(problem_line(entry.where, exc), entry.name)
+            continue
+        conflict = classes.learn(seq)
+        if conflict:
+            problem(f"{entry.where}: {conflict}", entry.name)
+            continue
+        try:
+            writer.append(entry.name, seq.keypoints, seq.scores, label=seq.label,
+                          img_shape=seq.img_shape, fps=seq.fps, source=seq.source)
+        except ValueError as exc:  # the store's own checks (score range, shapes, label)
+            problem(f"{entry.where}: {exc}", entry.name)
+            continue
+        membership[entry.name] = entry.splits if entry.splits is not None else seq.splits
+        report.imported += 1
+        missing = _nothing_present(seq)
+        if missing:
+            notice(f"{entry.where}: {missing}; imported with every joint missing")
 
-            pending_count += 1
-            pending_bytes += seq.keypoints.nbytes + seq.scores.nbytes
-            if (pending_count >= COMMIT_EVERY_SEQUENCES or pending_bytes >= COMMIT_EVERY_BYTES
-                    or time.monotonic() - last_commit >= COMMIT_EVERY_SECONDS):
-                writer.commit()
-                pending_count = pending_bytes = 0
-                last_commit = time.monotonic()
+        pending_count += 1
+        pending_bytes += seq.keypoints.nbytes + seq.scores.nbytes
+        if (pending_count >= COMMIT_EVERY_SEQUENCES or pending_bytes >= COMMIT_EVERY_BYTES
+                or time.monotonic() - last_commit >= COMMIT_EVERY_SECONDS):
+            writer.commit()
+            pending_count = pending_bytes = 0
+            last_commit = time.monotonic()
+
+
+def _nothing_present(seq: PoseRecord) -> str | None:
+    """Why no joint of ``seq`` is present in any frame (in words), or None when one is."""
+    kp, sc = np.asarray(seq.keypoints), np.asarray(seq.scores)
+    if kp.shape[0] == 0:
+        return None  # nobody in it: a legitimate empty sequence (M = 0)
+    finite = np.isfinite(kp).all(axis=-1)
+    if ((sc > 0) & finite).any():
+        return None
+    if not finite.any():
+        return "no joint has finite coordinates in any frame (all NaN or infinite)"
+    if not (sc > 0).any():
+        return "every score is 0"
+    return "no joint has both finite coordinates and a score above 0"
 
 
 class _Classes:

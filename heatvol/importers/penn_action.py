@@ -57,7 +57,10 @@ def load_mat(path: Path) -> PoseRecord:
     [1, T, 13]; raises SourceProblem naming what is wrong."""
     from scipy.io import loadmat
 
-    mat = loadmat(str(path))
+    try:
+        mat = loadmat(str(path))
+    except Exception as exc:  # noqa: BLE001 - scipy's errors (IndexError...) say nothing useful
+        raise SourceProblem(_unreadable(Path(path), exc)) from None
     missing = [k for k in ("x", "y", "visibility", "dimensions", "action", "train") if k not in mat]
     if missing:
         raise SourceProblem(f"missing {', '.join(missing)}")
@@ -89,6 +92,24 @@ def load_mat(path: Path) -> PoseRecord:
     return PoseRecord(name=Path(path).stem, keypoints=keypoints, scores=scores,
                       label=_LABEL_OF[action], img_shape=(int(dims[0]), int(dims[1])), fps=FPS,
                       source=Path(path).name, splits=(_SPLIT_OF[train],))
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    """Why scipy could not read ``path``, in words."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(128)
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if not head:
+        return "empty file, not a MATLAB .mat file"
+    if head.startswith(b"\x89HDF"):
+        return "a MATLAB v7.3 (HDF5) file; Penn Action's labels are MATLAB v5 .mat files"
+    if not head.startswith(b"MATLAB"):
+        return (f"not a MATLAB .mat file (it starts with {head[:16]!r}, not a 'MATLAB 5.0 "
+                f"MAT-file' header)")
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return f"damaged MATLAB .mat file, cannot be read ({reason})"
 
 
 def _scalar_str(value) -> str:

@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..params import check_render_device, parse_size
+from ..progress import progress as progress_display
 from ..store import PoseStore, StoreError
 from ..transforms import Clip, clips_first, test_pipeline
 from ..volumes import VolumeWriter, deflate_chunk
@@ -44,11 +44,16 @@ def _worker_init(poses: str, threads: int, kwargs: dict) -> None:
     import numba
 
     numba.set_num_threads(threads)
-    _worker_state.update(store=PoseStore(poses), **kwargs)
+    try:
+        _worker_state.update(store=PoseStore(poses), **kwargs)
+    except Exception as exc:  # noqa: BLE001 - an initializer that raises makes Pool respawn
+        _worker_state["error"] = exc  # workers forever: hand the error to the first task
 
 
 def _worker_render(name: str):
     s = _worker_state
+    if "error" in s:
+        raise s["error"]
     rec = s["store"][name]
     vol = sample_volume(rec, pipeline=s["pipeline"], num_clips=s["num_clips"],
                         render_kwargs=s["render_kwargs"])
@@ -70,16 +75,36 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
     launch with pinned staging buffers, one stream and asynchronous copies back (docs/gpu.md,
     :mod:`heatvol.render.gpu_batches`); ``render_device="cuda-simulator"`` runs that pipeline
     under Numba's simulator (tests). Returns {"rendered": n, "skipped": already done, "total":
-    n in the selection}.
+    n in the selection}, plus "note" (a line for the user) when the parts could not be merged.
+
+    Errors are :class:`StoreError` naming the file (and the sequence) and the real cause: an
+    empty store or split, a damaged or vanished store, a full disk (with the samples kept), a
+    second writer on ``out``. What was rendered before an error is kept; no temporary file stays.
     """
     height, width = parse_size(size)
     check_render_device(render_device, extra=("cuda-simulator",))
     dtype = np.dtype(dtype).name
     store = PoseStore(poses)
+    try:
+        return _render(store, poses, out, mode=mode, height=height, width=width,
+                       clip_len=clip_len, num_clips=num_clips, sigma=sigma, split=split,
+                       dtype=dtype, render_device=render_device, workers=workers,
+                       overwrite=overwrite, progress=progress, commit_every=commit_every,
+                       gpu_batch=gpu_batch)
+    finally:
+        store.close()
+
+
+def _render(store: PoseStore, poses, out, *, mode, height, width, clip_len, num_clips, sigma,
+            split, dtype, render_device, workers, overwrite, progress, commit_every,
+            gpu_batch) -> dict:
     if store.dims != 2:
         raise StoreError(f"{poses}: holds {store.dims}D keypoints ({store.layout.name}); "
                          f"heatmap volumes need 2D pixel coordinates")
     names = store.split(split) if split else store.names()
+    if not names:
+        raise StoreError(f"{poses}: split {split!r} is empty; nothing to render" if split
+                         else f"{poses}: the store holds no sequences; nothing to render")
     lay = store.layout
     channels = lay.channel_names(mode)
     render_kwargs = dict(size=(height, width), sigma=sigma, mode=mode, layout=lay, dtype=dtype,
@@ -100,8 +125,8 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
     todo = [n for n in names if n not in writer.done]
     skipped = len(names) - len(todo)
     kwargs = dict(pipeline=pipeline, num_clips=num_clips, render_kwargs=render_kwargs)
-    bar = tqdm(total=len(names), initial=skipped, unit="sample", disable=not progress,
-               desc="render", dynamic_ncols=True)
+    bar = progress_display(total=len(names), initial=skipped, unit="sample", enabled=progress,
+                           desc="render")
     rendered = 0
     sink = _WriterThread(writer, bar)  # compression + part files off the rendering thread
     try:
@@ -122,14 +147,30 @@ def render_store(poses: str | os.PathLike, out: str | os.PathLike, *, mode: str 
             with ctx.Pool(workers, _worker_init, (str(poses), threads, kwargs)) as pool:
                 for name, label, vol in pool.imap(_worker_render, todo, chunksize=4):
                     sink.put([(name, vol, label)])
-    finally:
+        rendered = sink.close()  # drains the queue; re-raises a writer error
+    except BaseException:
+        # Keep everything finished, also on Ctrl-C or an error, and let the error that
+        # stopped the run be the one shown (closing after it must not replace it).
+        _close_quietly(sink, bar, writer)
+        raise
+    bar.close()
+    writer.close()
+    result = {"rendered": rendered, "skipped": skipped, "total": len(names)}
+    if writer.note:
+        result["note"] = writer.note
+    return result
+
+
+def _close_quietly(*objects) -> None:
+    """Close after an error: keep what is finished, but let the first error be the one shown."""
+    for obj in objects:
         try:
-            rendered = sink.close()  # drains the queue; re-raises a writer error
-        finally:
-            bar.close()
-            writer.close()  # keeps everything finished, also on Ctrl-C or an error
-            store.close()
-    return {"rendered": rendered, "skipped": skipped, "total": len(names)}
+            if isinstance(obj, VolumeWriter):
+                obj.close(finished=False)
+            else:
+                obj.close()
+        except Exception:  # noqa: BLE001 - the error already being raised is the cause
+            pass
 
 
 # --------------------------------------------------------------------------- overlap machinery
