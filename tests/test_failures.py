@@ -6,7 +6,7 @@ nothing finished lost and no temporary file left.
 The full-disk tests need a small file system: a 1-2 MB tmpfs mounted for the test (root with
 mount rights, e.g. this project's CI container). Elsewhere they fall back to RLIMIT_FSIZE (a
 write past the limit fails with EFBIG, SIGXFSZ ignored), which exercises the same code path
-but limits one file's size rather than the disk; they are skipped only when neither works.
+but limits one file's size rather than the disk (HEATVOL_TEST_NO_TMPFS=1 forces it).
 """
 
 from __future__ import annotations
@@ -73,14 +73,16 @@ def one_error_line(res, *needles):
 
 class SmallDisk:
     """A folder on a file system with little room: a tmpfs of ``size`` bytes, or (not root)
-    an RLIMIT_FSIZE of ``size`` bytes on every file the command writes."""
+    an RLIMIT_FSIZE of ``rlimit`` bytes on every file the command writes (smaller than one
+    part file, since the limit is per file: the first part then fails)."""
 
-    def __init__(self, root: Path, size: int):
+    def __init__(self, root: Path, size: int, rlimit: int):
         self.dir = root / "small"
         self.dir.mkdir()
         self.size = size
+        self.rlimit = rlimit
         self.kind = None
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and not os.environ.get("HEATVOL_TEST_NO_TMPFS"):
             res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
                                   str(self.dir)], capture_output=True, text=True)
             if res.returncode == 0:
@@ -98,7 +100,7 @@ class SmallDisk:
         def limit():
             if self.kind == "rlimit" and self.limited:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-                resource.setrlimit(resource.RLIMIT_FSIZE, (self.size, self.size))
+                resource.setrlimit(resource.RLIMIT_FSIZE, (self.rlimit, self.rlimit))
 
         return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                               text=True, preexec_fn=limit, cwd=ROOT, timeout=600)
@@ -117,8 +119,8 @@ class SmallDisk:
 def small_disk(tmp_path):
     disks = []
 
-    def make(size):
-        disk = SmallDisk(tmp_path, size)
+    def make(size, rlimit=16 << 10):
+        disk = SmallDisk(tmp_path, size, rlimit)
         disks.append(disk)
         return disk
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .common import CONTEXT, EXIT_USAGE, SizeOption, deprecated, fail, one_line, require_store
-from .poses import interruptible, open_any, warn
+from .poses import interruptible, open_any, os_error_line, warn
 
 
 @click.command("render", context_settings=CONTEXT)
@@ -74,7 +74,7 @@ def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype,
     except (StoreError, KeyError, ValueError, RuntimeError) as exc:
         fail(exc)
     except OSError as exc:  # the output folder cannot be written, ...
-        fail(f"{exc.filename or out}: {exc.strerror or exc}")
+        fail(os_error_line(exc, out))
     if res.get("note"):
         warn(res["note"])
     click.echo(f"{out}: rendered {res['rendered']} samples"
