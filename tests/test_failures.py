@@ -512,6 +512,19 @@ def test_progress_in_a_log_is_a_line_every_few_percent():
     lines = text.splitlines()
     assert 15 <= len(lines) <= 21, lines
     assert lines[0].startswith("render: 5% (50/1,000 samples") and "100%" in lines[-1]
+    # the parts of tqdm's interface heatvol uses (extract, train) work in a log as well
+    log = io.StringIO()
+    bar = progress(total=20, desc="epoch 1/3", unit="step", stream=log)
+    bar.set_description("epoch 2/3")
+    for _ in range(20):
+        bar.update(1)
+        bar.set_postfix(loss="0.500")
+    bar.write("a message", file=log)
+    bar.close()
+    assert bar.n == 20 and not bar.disable
+    assert log.getvalue().splitlines()[-1] == "epoch 2/3: 100% (20/20 steps, " + \
+        log.getvalue().splitlines()[-1].split("steps, ", 1)[1]
+    assert "loss=0.500" in log.getvalue() and "a message\n" in log.getvalue()
     silent = io.StringIO()
     with progress(range(5), desc="x", stream=silent, enabled=False) as bar:
         assert list(bar) == [0, 1, 2, 3, 4]
