@@ -602,20 +602,22 @@ class RandomFlip(Transform):
         return random_flip(clip, _need_rng(rng, "RandomFlip"), self.layout, self.p)
 
 
-def train_pipeline(clip_len: int = 48, size: int = 56, layout: str | Layout = "coco17",
+def train_pipeline(clip_len: int = 48, size: int | tuple[int, int] = 56,
+                   layout: str | Layout = "coco17",
                    *, short_edge: int = 64, area_range=(0.56, 1.0)) -> Compose:
     """PoseC3D's training pipeline (pyskl configs), up to the renderer.
 
     UniformSample(clip_len) -> SubjectCrop(padding 0.25, threshold 10, hw_ratio 1)
-    -> ResizeShortEdge(64) -> RandomResizedCrop(area 0.56-1) -> Resize((size, size))
-    -> RandomFlip(layout, 0.5). Output: [M, clip_len, K, 2], img_shape (size, size).
+    -> ResizeShortEdge(64) -> RandomResizedCrop(area 0.56-1) -> Resize(size) (an int is
+    square, else (H, W)) -> RandomFlip(layout, 0.5). Output: [M, clip_len, K, 2], img_shape
+    (H, W).
     """
     return Compose([
         UniformSample(clip_len, train=True),
         SubjectCrop(padding=0.25, threshold=10, hw_ratio=1.0),
         ResizeShortEdge(short_edge),
         RandomResizedCrop(area_range=area_range),
-        Resize((size, size)),
+        Resize(size),
         RandomFlip(layout, p=0.5),
     ])
 

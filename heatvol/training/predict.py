@@ -19,6 +19,7 @@ The result holds the per-sample ``scores`` (averaged probabilities, [N, classes]
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..metrics import compute_metrics
 from .checkpoint import load_checkpoint
 from .config import ConfigError, TrainConfig
 from .confusion import save_confusion_png
-from .runtime import make_loader, resolve_device, resolve_render
+from .runtime import make_loader, resolve_device, resolve_render_device
 from .setup import (build_model, is_gcn, make_dataset, make_step_renderer, open_store,
                     store_classes)
 
@@ -99,12 +100,17 @@ def _test_names(store, split: str | None, cfg: TrainConfig) -> tuple[str | None,
 
 def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clips: int = 10,
                         flip: bool = False, batch_size: int = 4, device: str = "auto",
-                        render: str = "auto", workers: int = 0, confusion_png=None,
-                        progress: bool = False, render_backend: str = "cuda") -> dict:
+                        render_device: str = "auto", workers: int = 0, confusion_png=None,
+                        progress: bool = False, render: str | None = None) -> dict:
     """Evaluate ``checkpoint`` on ``split`` of the store ``poses`` (default split: the run's
-    validation split, else "test"). Returns :func:`heatvol.metrics.compute_metrics`'s dict
-    plus the settings and ``confusion_png`` (written beside the checkpoint unless a path is
-    given)."""
+    validation split, else "test"). ``device``: the torch device; ``render_device``: where
+    the test volumes are rendered (auto | cpu | cuda; ``render=`` with cpu | gpu | auto is
+    its former name). Returns :func:`heatvol.metrics.compute_metrics`'s dict plus the
+    settings and ``confusion_png`` (written beside the checkpoint unless a path is given)."""
+    if render is not None:  # the former name, kept for one release
+        warnings.warn("evaluate_checkpoint(render=...) is deprecated; use render_device= "
+                      "('gpu' is now 'cuda')", DeprecationWarning, stacklevel=2)
+        render_device = "cuda" if render == "gpu" else render
     ckpt = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_checkpoint_dict(ckpt["config"])
     store = open_store(poses)
@@ -117,16 +123,15 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
         raise ConfigError(f"--num-clips must be at least 1, got {num_clips}")
     dev = resolve_device(device)
     gcn = is_gcn(cfg.model)
-    place = "none" if gcn else resolve_render(render, dev, render_backend)
+    place = None if gcn else resolve_render_device(render_device, dev)
     model = build_model(cfg, layout=store.layout, num_classes=len(classes))
     model.load_state_dict(ckpt["model"])
     model.to(dev)
     if dev.type == "cuda" and cfg.channels_last and not gcn:
         model = model.to(memory_format=torch.channels_last_3d)
-    dataset = make_dataset(cfg, store, names, gcn=gcn, train=False, render=place,
+    dataset = make_dataset(cfg, store, names, gcn=gcn, train=False, render_device=place,
                            num_clips=num_clips, flip=flip)
-    renderer = make_step_renderer(cfg, store.layout, train=False,
-                                  backend=render_backend) if place == "gpu" else None
+    renderer = make_step_renderer(cfg, store.layout, train=False) if place == "cuda" else None
     probs, labels = predict(model, dataset, device=dev, batch_size=batch_size, workers=workers,
                             flip=flip, renderer=renderer, amp=cfg.amp,
                             channels_last=cfg.channels_last, progress=progress)
@@ -141,7 +146,7 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
                 "num_clips": int(num_clips), "flip": bool(flip), "classes": list(classes),
                 "model": cfg.model, "mode": None if gcn else cfg.mode,
                 "modality": cfg.modality if gcn else None, "clip_len": cfg.clip_len,
-                "size": cfg.test_size or cfg.size, "step": ckpt.get("step"),
-                "render": place, "device": str(dev), "confusion_png": str(confusion_png),
+                "size": list(cfg.test_size or cfg.size), "step": ckpt.get("step"),
+                "render_device": place, "device": str(dev), "confusion_png": str(confusion_png),
                 "names": list(names), "labels": labels.tolist(), "scores": probs.tolist()})
     return res
