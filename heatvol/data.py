@@ -179,17 +179,22 @@ class PoseDataset(_StoreSequences):
             rendered in the step; see module). ``render=`` ("cpu"/"gpu") is its former name.
         max_persons: persons per sample after selection/padding (fixed so batches stack).
         seed: the run's seed (train mode).
+        flip: (testing) every clip also comes mirrored: volumes [2 * clips, C, T, H, W], the
+            plain clips then their mirrors, rendered by the kernels in one pass
+            (``render_batch(..., flip=True)``: exactly ``flip_volume`` of the plain volumes).
+            Keypoint items (cuda) stay [clips, ...]: the step renderer flips them.
 
     Items are fetched with an ``(epoch, index)`` pair (what :class:`ResumableSampler` yields)
     or a plain index (epoch 0). Train items: ``volume`` float32 [C, T, H, W] (cpu) or
     ``keypoints`` [M, T, K, 2] + ``scores`` [M, T, K] (cuda), and ``label``. Test items have a
-    leading clips axis: [clips, C, T, H, W] or [clips, M, T, K, 2].
+    leading clips axis: [clips, C, T, H, W] ([2 * clips, ...] with ``flip``) or
+    [clips, M, T, K, 2].
     """
 
     def __init__(self, store, names: Sequence[str], *, train: bool, clip_len: int,
                  size: int | tuple[int, int], mode: str = "joint", render_device: str = "cpu",
                  num_clips: int = 1, max_persons: int = 2, sigma: float = 0.6, seed: int = 0,
-                 area_range=(0.56, 1.0), render: str | None = None):
+                 area_range=(0.56, 1.0), render: str | None = None, flip: bool = False):
         check_mode(mode)
         if render is not None:  # the former name, kept for one release
             warnings.warn("PoseDataset(render=...) is deprecated; use render_device= "
@@ -201,8 +206,9 @@ class PoseDataset(_StoreSequences):
         if store.dims != 2:
             raise ValueError(f"{store.path}: heatmap volumes need 2D keypoints; this store is "
                              f"{store.dims}D")
-        if train and num_clips != 1:
-            raise ValueError("training samples one clip per sequence (num_clips=1)")
+        if train and (num_clips != 1 or flip):
+            raise ValueError("training samples one unflipped clip per sequence (num_clips=1)")
+        self.flip = bool(flip)
         self._bind_store(store, names)
         self.layout: Layout = get_layout(store.layout)
         self.train, self.clip_len, self.mode = train, int(clip_len), mode
@@ -244,7 +250,8 @@ class PoseDataset(_StoreSequences):
             from .render import render_batch
 
             out = {"volume": render_batch(kp, sc, size=self.size, sigma=self.sigma,
-                                          mode=self.mode, layout=self.layout, render_device="cpu")}
+                                          mode=self.mode, layout=self.layout, render_device="cpu",
+                                          flip=self.flip)}
         if self.train:  # drop the clips axis
             out = {k: v[0] for k, v in out.items()}
         out["label"] = label
@@ -417,8 +424,10 @@ class StepRenderer:
         self.layout, self.sigma = get_layout(layout), sigma
         self.render_device = render_device
 
-    def __call__(self, keypoints, scores, device):
-        """keypoints [..., M, T, K, 2] torch tensor -> volumes [..., C, T, H, W] on ``device``."""
+    def __call__(self, keypoints, scores, device, *, flip: bool = False):
+        """keypoints [..., M, T, K, 2] torch tensor -> volumes [..., C, T, H, W] on ``device``
+        (with ``flip``: [2, ..., C, T, H, W], the plain volumes then their mirrors, from the
+        kernels' test-time flip)."""
         import torch
 
         from .render import render_batch
@@ -434,14 +443,14 @@ class StepRenderer:
             kp = kp.to(device, non_blocking=True)
             sc = sc.to(device, non_blocking=True)
             vol = render_batch(kp, sc, size=self.size, sigma=self.sigma, mode=self.mode,
-                               layout=self.layout, render_device="cuda")
+                               layout=self.layout, render_device="cuda", flip=flip)
         else:
             vol = torch.from_numpy(render_batch(kp.numpy(), sc.numpy(), size=self.size,
                                                 sigma=self.sigma, mode=self.mode,
                                                 layout=self.layout,
-                                                render_device=self.render_device))
+                                                render_device=self.render_device, flip=flip))
             vol = vol.to(device, non_blocking=True)
-        return vol.reshape(lead + tuple(vol.shape[1:]))
+        return vol.reshape((2,) * flip + lead + tuple(vol.shape[1:]))
 
 
 def model_input(batch: dict, device, renderer: StepRenderer | None = None):

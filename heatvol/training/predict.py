@@ -42,9 +42,12 @@ def predict(model, dataset: PoseDataset, *, device, batch_size: int = 8, workers
             flip: bool = False, renderer: StepRenderer | None = None, amp: bool = True,
             channels_last: bool = True, progress: bool = False, desc: str = "test"):
     """Class probabilities of every sample: softmax averaged over its clips (and their
-    horizontal flips: ``flip_volume`` of a rendered volume; a :class:`SkeletonDataset` made
-    with ``flip=True`` already holds its mirrored clips). Returns (probs float64 [N, C],
-    labels int64 [N])."""
+    horizontal flips). Where the flip happens: a dataset made with ``flip=True``
+    (:class:`SkeletonDataset`, or :class:`PoseDataset` rendering on the CPU) already holds the
+    mirrored clips, rendered by the kernels in the same pass; keypoint batches are flipped by
+    the step renderer (``renderer(..., flip=True)``, same kernels); only volumes of a dataset
+    made without ``flip`` are mirrored here (``flip_volume``, the same values). Returns
+    (probs float64 [N, C], labels int64 [N])."""
     from tqdm import tqdm
 
     from ..transforms import flip_volume
@@ -58,14 +61,21 @@ def predict(model, dataset: PoseDataset, *, device, batch_size: int = 8, workers
     probs, labels = [], []
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         # [B, clips, C, T, H, W] volumes or [B, clips, M, T, V, C] skeletons
-        x = model_input(batch, device, renderer)
-        b, clips = x.shape[:2]
-        x = x.flatten(0, 1)
-        views = [x]
         volumes = "skeleton" not in batch
-        if flip and volumes:
-            views.append(flip_volume(x, dataset.layout, dataset.mode))
-        x = torch.cat(views)
+        step_flip = flip and "keypoints" in batch
+        if step_flip:  # [2, B, clips, C, T, H, W]: the kernels' flip
+            x = renderer(batch["keypoints"], batch["scores"], device, flip=True)
+            b, clips = x.shape[1:3]
+            x = x.flatten(0, 2)
+            views = [None, None]
+        else:
+            x = model_input(batch, device, renderer)
+            b, clips = x.shape[:2]
+            x = x.flatten(0, 1)
+            views = [x]
+            if flip and volumes and not getattr(dataset, "flip", False):
+                views.append(flip_volume(x, dataset.layout, dataset.mode))
+            x = torch.cat(views) if len(views) > 1 else x
         if cuda and channels_last and volumes:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):

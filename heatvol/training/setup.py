@@ -98,9 +98,10 @@ def run_names(cfg: TrainConfig, store) -> tuple[list[str], str | None, list[str]
 
 def make_dataset(cfg: TrainConfig, store, names, *, gcn: bool, train: bool,
                  render_device: str | None, num_clips: int = 1, flip: bool = False):
-    """The run's dataset: coordinates for a GCN (``flip`` mirrors test clips in the dataset;
-    ``render_device`` None), volumes for a 3D CNN rendered in the workers (``render_device``
-    "cpu") or keypoints rendered in the step ("cuda"; ``predict`` flips volumes)."""
+    """The run's dataset: coordinates for a GCN (``render_device`` None), volumes for a 3D CNN
+    rendered in the workers (``render_device`` "cpu") or keypoints rendered in the step
+    ("cuda"). ``flip`` (testing): the dataset mirrors every clip (skeletons, or volumes by the
+    kernels' test-time flip); for keypoints the step renderer does it."""
     if gcn:
         return SkeletonDataset(store, names, train=train, clip_len=cfg.clip_len,
                                modality=cfg.modality, num_clips=num_clips,
@@ -112,7 +113,8 @@ def make_dataset(cfg: TrainConfig, store, names, *, gcn: bool, train: bool,
                        size=cfg.size if train else (cfg.test_size or cfg.size), mode=cfg.mode,
                        render_device=render_device, num_clips=num_clips,
                        max_persons=cfg.max_persons,
-                       sigma=cfg.sigma, seed=cfg.seed, area_range=cfg.area_range)
+                       sigma=cfg.sigma, seed=cfg.seed, area_range=cfg.area_range,
+                       flip=flip and not train)
 
 
 def make_step_renderer(cfg: TrainConfig, layout, *, train: bool):
