@@ -1,14 +1,14 @@
 """Training and test data from a pose store: keypoint pipeline, then volumes rendered on the fly.
 
-Two interchangeable places to render (``render=``):
+Two interchangeable places to render (``render_device=``, :mod:`heatvol.params`' word):
 
 - ``"cpu"``: :class:`PoseDataset` renders each sample's volume with the Numba kernels inside
   the DataLoader worker; a batch is ``{"volume": [B, C, T, H, W], "label": [B]}``.
-- ``"gpu"``: the workers only sample and transform keypoints; a batch is
+- ``"cuda"``: the workers only sample and transform keypoints; a batch is
   ``{"keypoints": [B, M, T, K, 2], "scores": [B, M, T, K], "label": [B]}`` and the training
-  step renders it on the device with a :class:`StepRenderer` (``backend="cuda"`` on CUDA
-  tensors, straight into the input tensor; any other backend is a host stand-in, used by the
-  tests on machines without a GPU).
+  step renders it on the device with a :class:`StepRenderer` (``render_device="cuda"`` on
+  CUDA tensors, straight into the input tensor; ``"cpu"`` or ``"reference"`` there is a host
+  stand-in, used by the tests on machines without a GPU).
 
 For the same seed both give the same model input: the keypoints are identical and padding
 persons with score 0 draws nothing (:func:`model_input` turns either batch into the input).
@@ -30,21 +30,23 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from .layouts import Layout, layout as get_layout
+from .params import check_mode, parse_size
 from .skeleton import (MODALITIES as SKELETON_MODALITIES, align_3d, center_3d, flip_skeleton,
                        normalize_2d, random_rotate, random_scale, to_modality)
 from .transforms import (Clip, Compose, clips_first, test_pipeline, train_pipeline,
                          uniform_sample_indices, valid_mask)
 
 __all__ = ["sample_rng", "PoseDataset", "SkeletonDataset", "ResumableSampler", "StepRenderer",
-           "model_input", "RENDER_PLACES", "MODES"]
+           "model_input"]
 
-RENDER_PLACES = ("cpu", "gpu")
-MODES = ("joint", "limb")
+#: Where a :class:`PoseDataset` leaves rendering: in its worker ("cpu") or to the step ("cuda").
+_DATASET_RENDER_DEVICES = ("cpu", "cuda")
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -171,34 +173,48 @@ class PoseDataset(_StoreSequences):
             no sequence).
         train: PoseC3D's train pipeline (uniform sampling, subject crop, random resized crop,
             flip) or its test pipeline (``num_clips`` clips, subject crop, resize).
-        clip_len, size: frames per clip, square heatmap size.
-        mode: ``"joint"`` or ``"limb"`` heatmaps. render: ``"cpu"`` or ``"gpu"`` (see module).
+        clip_len, size: frames per clip; heatmap size (H, W) (an int: square).
+        mode: ``"joint"`` or ``"limb"`` heatmaps (:data:`heatvol.params.MODES`).
+        render_device: ``"cpu"`` (volumes rendered here) or ``"cuda"`` (keypoints only,
+            rendered in the step; see module). ``render=`` ("cpu"/"gpu") is its former name.
         max_persons: persons per sample after selection/padding (fixed so batches stack).
         seed: the run's seed (train mode).
+        flip: (testing) every clip also comes mirrored: volumes [2 * clips, C, T, H, W], the
+            plain clips then their mirrors, rendered by the kernels in one pass
+            (``render_batch(..., flip=True)``: exactly ``flip_volume`` of the plain volumes).
+            Keypoint items (cuda) stay [clips, ...]: the step renderer flips them.
 
     Items are fetched with an ``(epoch, index)`` pair (what :class:`ResumableSampler` yields)
     or a plain index (epoch 0). Train items: ``volume`` float32 [C, T, H, W] (cpu) or
-    ``keypoints`` [M, T, K, 2] + ``scores`` [M, T, K] (gpu), and ``label``. Test items have a
-    leading clips axis: [clips, C, T, H, W] or [clips, M, T, K, 2].
+    ``keypoints`` [M, T, K, 2] + ``scores`` [M, T, K] (cuda), and ``label``. Test items have a
+    leading clips axis: [clips, C, T, H, W] ([2 * clips, ...] with ``flip``) or
+    [clips, M, T, K, 2].
     """
 
-    def __init__(self, store, names: Sequence[str], *, train: bool, clip_len: int, size: int,
-                 mode: str = "joint", render: str = "cpu", num_clips: int = 1,
-                 max_persons: int = 2, sigma: float = 0.6, seed: int = 0,
-                 area_range=(0.56, 1.0)):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if render not in RENDER_PLACES:
-            raise ValueError(f"render must be one of {RENDER_PLACES}, got {render!r}")
+    def __init__(self, store, names: Sequence[str], *, train: bool, clip_len: int,
+                 size: int | tuple[int, int], mode: str = "joint", render_device: str = "cpu",
+                 num_clips: int = 1, max_persons: int = 2, sigma: float = 0.6, seed: int = 0,
+                 area_range=(0.56, 1.0), render: str | None = None, flip: bool = False):
+        check_mode(mode)
+        if render is not None:  # the former name, kept for one release
+            warnings.warn("PoseDataset(render=...) is deprecated; use render_device= "
+                          "('gpu' is now 'cuda')", DeprecationWarning, stacklevel=2)
+            render_device = "cuda" if render == "gpu" else render
+        if render_device not in _DATASET_RENDER_DEVICES:
+            raise ValueError(f"render_device must be one of {', '.join(_DATASET_RENDER_DEVICES)} "
+                             f"(resolve 'auto' first); got {render_device!r}")
         if store.dims != 2:
             raise ValueError(f"{store.path}: heatmap volumes need 2D keypoints; this store is "
                              f"{store.dims}D")
-        if train and num_clips != 1:
-            raise ValueError("training samples one clip per sequence (num_clips=1)")
+        if train and (num_clips != 1 or flip):
+            raise ValueError("training samples one unflipped clip per sequence (num_clips=1)")
+        self.flip = bool(flip)
         self._bind_store(store, names)
         self.layout: Layout = get_layout(store.layout)
-        self.train, self.clip_len, self.size, self.mode = train, int(clip_len), int(size), mode
-        self.render, self.num_clips, self.max_persons = render, int(num_clips), int(max_persons)
+        self.train, self.clip_len, self.mode = train, int(clip_len), mode
+        self.size = parse_size(size)
+        self.render_device = render_device
+        self.num_clips, self.max_persons = int(num_clips), int(max_persons)
         self.sigma, self.seed = float(sigma), int(seed)
         self.pipeline: Compose = (train_pipeline(self.clip_len, self.size, self.layout,
                                                  area_range=tuple(area_range))
@@ -207,7 +223,7 @@ class PoseDataset(_StoreSequences):
 
     @property
     def channels(self) -> int:
-        return self.layout.num_joints if self.mode == "joint" else self.layout.num_limbs
+        return self.layout.channels(self.mode)
 
     def keypoints(self, epoch: int, index: int):
         """The transformed keypoints of one item: ([clips, M, T, K, 2], [clips, M, T, K])."""
@@ -228,13 +244,14 @@ class PoseDataset(_StoreSequences):
         index = int(index)
         kp, sc = self.keypoints(int(epoch), index)
         label = int(self.labels[index])
-        if self.render == "gpu":
+        if self.render_device == "cuda":
             out = {"keypoints": kp, "scores": sc}
         else:
             from .render import render_batch
 
             out = {"volume": render_batch(kp, sc, size=self.size, sigma=self.sigma,
-                                          mode=self.mode, layout=self.layout, render_device="cpu")}
+                                          mode=self.mode, layout=self.layout, render_device="cpu",
+                                          flip=self.flip)}
         if self.train:  # drop the clips axis
             out = {k: v[0] for k, v in out.items()}
         out["label"] = label
@@ -384,22 +401,33 @@ class ResumableSampler:
 
 
 class StepRenderer:
-    """Renders a batch of keypoints inside the training/test step (``render="gpu"``).
+    """Renders a batch of keypoints inside the training/test step (a run's
+    ``render_device="cuda"``).
 
-    ``backend="cuda"`` (the real thing): keypoints and scores are moved to the CUDA
+    ``render_device="cuda"`` (the real thing): keypoints and scores are moved to the CUDA
     ``device`` and :func:`heatvol.render_batch` writes the volumes straight into a CUDA tensor
-    (no heatmap touches host memory). Any other backend (``"cpu"``, ``"reference"``) renders
-    on the host and moves the result to ``device``: a stand-in that lets the same code path
-    run and be tested without a GPU.
+    (no heatmap touches host memory). ``"cpu"`` or ``"reference"`` render on the host and move
+    the result to ``device``: a stand-in that lets the same code path run and be tested
+    without a GPU (``backend=`` is the former name of ``render_device=``).
     """
 
-    def __init__(self, *, size: int, mode: str, layout, sigma: float = 0.6,
-                 backend: str = "cuda"):
-        self.size, self.mode, self.layout, self.sigma = int(size), mode, get_layout(layout), sigma
-        self.backend = backend
+    def __init__(self, *, size: int | tuple[int, int], mode: str, layout, sigma: float = 0.6,
+                 render_device: str = "cuda", backend: str | None = None):
+        if backend is not None:  # the former name, kept for one release
+            warnings.warn("StepRenderer(backend=...) is deprecated; use render_device=",
+                          DeprecationWarning, stacklevel=2)
+            render_device = backend
+        if render_device not in ("cuda", "cpu", "reference"):
+            raise ValueError(f"render_device must be cuda, cpu or reference; got "
+                             f"{render_device!r}")
+        self.size, self.mode = parse_size(size), check_mode(mode)
+        self.layout, self.sigma = get_layout(layout), sigma
+        self.render_device = render_device
 
-    def __call__(self, keypoints, scores, device):
-        """keypoints [..., M, T, K, 2] torch tensor -> volumes [..., C, T, H, W] on ``device``."""
+    def __call__(self, keypoints, scores, device, *, flip: bool = False):
+        """keypoints [..., M, T, K, 2] torch tensor -> volumes [..., C, T, H, W] on ``device``
+        (with ``flip``: [2, ..., C, T, H, W], the plain volumes then their mirrors, from the
+        kernels' test-time flip)."""
         import torch
 
         from .render import render_batch
@@ -407,21 +435,22 @@ class StepRenderer:
         lead = tuple(keypoints.shape[:-4])
         kp = keypoints.reshape((-1,) + tuple(keypoints.shape[-4:]))
         sc = scores.reshape((-1,) + tuple(scores.shape[-3:]))
-        if self.backend == "cuda":
+        if self.render_device == "cuda":
             device = torch.device(device)
             if device.type != "cuda":
-                raise RuntimeError(f"--render gpu renders on a CUDA device inside the step; the "
-                                   f"device is {device} (use --render cpu)")
+                raise RuntimeError(f"--render-device cuda renders on a CUDA device inside the "
+                                   f"step; the device is {device} (use --render-device cpu)")
             kp = kp.to(device, non_blocking=True)
             sc = sc.to(device, non_blocking=True)
             vol = render_batch(kp, sc, size=self.size, sigma=self.sigma, mode=self.mode,
-                               layout=self.layout, render_device="cuda")
+                               layout=self.layout, render_device="cuda", flip=flip)
         else:
             vol = torch.from_numpy(render_batch(kp.numpy(), sc.numpy(), size=self.size,
                                                 sigma=self.sigma, mode=self.mode,
-                                                layout=self.layout, render_device=self.backend))
+                                                layout=self.layout,
+                                                render_device=self.render_device, flip=flip))
             vol = vol.to(device, non_blocking=True)
-        return vol.reshape(lead + tuple(vol.shape[1:]))
+        return vol.reshape((2,) * flip + lead + tuple(vol.shape[1:]))
 
 
 def model_input(batch: dict, device, renderer: StepRenderer | None = None):
@@ -430,5 +459,5 @@ def model_input(batch: dict, device, renderer: StepRenderer | None = None):
         if key in batch:
             return batch[key].to(device, non_blocking=True)
     if renderer is None:
-        raise ValueError("a keypoint batch (render='gpu') needs a StepRenderer")
+        raise ValueError("a keypoint batch (render_device='cuda') needs a StepRenderer")
     return renderer(batch["keypoints"], batch["scores"], device)

@@ -25,9 +25,13 @@ __all__ = ["progress", "Progress"]
 
 
 class Progress:
-    """What :func:`progress` returns: ``update(n)``, ``close()``, ``external_write()``, and
-    iteration when made over an iterable. The quiet-line form (not a terminal) is this class
-    itself; on a terminal it wraps a tqdm bar."""
+    """What :func:`progress` returns: ``update(n)``, ``close()``, ``external_write()``,
+    ``write(line)``, ``set_description()``, ``set_postfix()`` / ``set_postfix_str()``, ``n``,
+    ``disable`` and iteration when made over an iterable: the parts of tqdm's interface that
+    heatvol uses, so a ``tqdm(...)`` call becomes ``progress(...)``. The quiet-line form (not a
+    terminal) is this class itself; on a terminal it wraps a tqdm bar."""
+
+    disable = False
 
     def __init__(self, iterable: Iterable | None, *, total: int | None, desc: str, unit: str,
                  initial: int, stream: IO, step_percent: float, interval_s: float):
@@ -47,6 +51,7 @@ class Progress:
         self._last_time = self._start
         self._last_level = self._level()
         self._closed = False
+        self._postfix = ""
 
     def _level(self) -> int:
         return int(100.0 * self.n / self.total // self._step) if self.total else 0
@@ -56,7 +61,8 @@ class Progress:
         rate = (self.n - self._start_n) / elapsed if elapsed > 0 else 0.0
         done = f"{self.n:,}/{self.total:,}" if self.total else f"{self.n:,}"
         pct = f"{100.0 * self.n / self.total:.0f}% " if self.total else ""
-        print(f"{self.desc}: {pct}({done} {self.unit}s, {rate:.1f}/s, {elapsed:.0f} s)",
+        post = f" {self._postfix}" if self._postfix else ""
+        print(f"{self.desc}: {pct}({done} {self.unit}s, {rate:.1f}/s, {elapsed:.0f} s){post}",
               file=self.stream, flush=True)
 
     def update(self, n: int = 1) -> None:
@@ -73,6 +79,19 @@ class Progress:
 
     def external_write(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
+
+    def write(self, line: str, file: IO | None = None) -> None:
+        """Print a line (tqdm.write's place)."""
+        print(line, file=file or self.stream, flush=True)
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+
+    def set_postfix_str(self, text: str) -> None:
+        self._postfix = text
+
+    def set_postfix(self, **values) -> None:
+        self._postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def close(self) -> None:
         if not self._closed:
@@ -102,11 +121,27 @@ class _Bar(Progress):
         self._bar = tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial,
                          file=stream, dynamic_ncols=True)
 
+    @property
+    def n(self) -> int:
+        return self._bar.n
+
     def update(self, n: int = 1) -> None:
         self._bar.update(n)
 
     def external_write(self):
         return self._tqdm.external_write_mode(file=self._bar.fp)
+
+    def write(self, line: str, file: IO | None = None) -> None:
+        self._bar.write(line, file=file)
+
+    def set_description(self, desc: str) -> None:
+        self._bar.set_description(desc)
+
+    def set_postfix_str(self, text: str) -> None:
+        self._bar.set_postfix_str(text)
+
+    def set_postfix(self, **values) -> None:
+        self._bar.set_postfix(**values)
 
     def close(self) -> None:
         self._bar.close()
@@ -118,10 +153,23 @@ class _Bar(Progress):
 class _Silent(Progress):
     """``enabled=False``: shows nothing."""
 
-    def __init__(self, iterable):
+    disable = True
+
+    def __init__(self, iterable, initial: int = 0):
         self._iterable = iterable if iterable is not None else ()
+        self.n = int(initial)
+        self.stream = sys.stderr
 
     def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_description(self, desc: str) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def set_postfix(self, **values) -> None:
         pass
 
     def close(self) -> None:
@@ -138,7 +186,7 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     otherwise one line per ``step_percent`` done (every ``interval_s`` seconds when the total
     is unknown) and one at the end; nothing when ``enabled`` is False."""
     if not enabled:
-        return _Silent(iterable)
+        return _Silent(iterable, initial)
     stream = sys.stderr if stream is None else stream
     isatty = getattr(stream, "isatty", None)
     if isatty is not None and isatty():

@@ -17,6 +17,7 @@ The store is the contract between extraction, rendering and training. See
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -865,6 +866,9 @@ class PoseWriter:
                     self.compact()
         finally:
             self._closed = True
+            if not self.path.is_file():  # nothing ever committed (a full disk): no empty folder
+                with contextlib.suppress(OSError):
+                    self._parts.dir.rmdir()
             self._lock.release()
 
     def __enter__(self) -> PoseWriter:

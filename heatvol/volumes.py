@@ -10,6 +10,7 @@ decompression), then replaces the main file atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -329,6 +330,9 @@ class VolumeWriter:
             if not self._disk_full:
                 self._merge(create_empty=finished)
         finally:
+            if not self.path.is_file():  # nothing committed (an error, a full disk): no folder
+                with contextlib.suppress(OSError):
+                    self._parts.dir.rmdir()
             self._lock.release()
             self._lock = None
 

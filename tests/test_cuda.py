@@ -296,3 +296,32 @@ def test_gpu_full_size_equivalence_1000_samples():
                 (1 if dtype == np.uint8 else 1e-3)
     print(f"GPU vs CPU: worst {worst:.3g}, {identical}/{total} batches bit-identical")
     assert worst <= 1e-6
+
+
+def test_simulator_flip_equals_cpu_flip():
+    """The test-time flip on the (simulated) GPU: the mirror kernel after the render gives the
+    CPU kernels' flip bit for bit, for every output dtype, through render_into and the front
+    door."""
+    res = run_simulated(CASES + r"""
+from heatvol.render.volume import mirror_channels
+rng = np.random.default_rng(17)
+out = {}
+for mode in ("joint", "limb"):
+    limbs = None if mode == "joint" else LIMBS
+    C = K if mode == "joint" else len(LAY.limbs)
+    mirror = mirror_channels(LAY, mode)
+    kp, sc = case(rng, 2, 3, 2, 6, 7)
+    for dtype in (np.float32, np.float16, np.uint8):
+        want = np.empty((4, C, 2, 6, 7), dtype)
+        cpu.render_into(kp, sc, limbs, want, 0.7, True, mirror_channel=mirror)
+        got = np.zeros(want.shape, dtype)
+        kc.render_into(kp, sc, limbs, got, 0.7, True, allow_simulator=True,
+                       mirror_channel=mirror)
+        front = heatvol.render_batch(kp, sc, size=(6, 7), sigma=0.7, mode=mode, dtype=dtype,
+                                     flip=True, render_device="cuda-simulator")
+        out[f"{mode}_{np.dtype(dtype).name}"] = [bool(np.array_equal(got, want)),
+                                                 bool(np.array_equal(front, want))]
+print(json.dumps(out))
+""")
+    assert res == {f"{m}_{d}": [True, True] for m in ("joint", "limb")
+                   for d in ("float32", "float16", "uint8")}

@@ -16,19 +16,9 @@ from heatvol.layouts import layout
 from heatvol.skeleton import (align_3d, center_3d, flip_skeleton, normalize_2d, random_rotate,
                               random_scale, rotation_onto, to_bone, to_modality, to_motion)
 
+from conftest import make_messy_store, messy_pose
+
 LAYOUTS = ["coco17", "openpose18", "ntu25", "kinect20", "penn13"]
-
-
-def messy_pose(seed, m, t, k, dims, img=(48, 64)):
-    """Keypoints [M, T, K, dims] with ~20% missing joints, some NaN / inf and off-frame ones."""
-    rng = np.random.default_rng(seed)
-    h, w = img
-    kp = rng.uniform(-0.3, 1.3, (m, t, k, dims)) * np.array([w, h, 3.0][:dims])
-    sc = rng.uniform(0.05, 1.0, (m, t, k))
-    sc[rng.random((m, t, k)) < 0.2] = 0
-    bad = rng.random((m, t, k)) < 0.05
-    kp[bad, 0] = rng.choice([np.nan, np.inf, -np.inf, 1e30], size=bad.sum())
-    return kp.astype(np.float32), sc.astype(np.float32)
 
 
 poses = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 3), st.integers(1, 9),
@@ -315,22 +305,9 @@ def test_align_3d_without_a_complete_frame_and_without_joints():
 # --------------------------------------------------------------------------- dataset
 
 
-def make_store(path, dims, n=6, persons=2, lay="kinect20"):
-    rng = np.random.default_rng(dims)
-    k = layout(lay).num_joints
-    with heatvol.PoseWriter(path, layout=lay, dims=dims, classes=["a", "b"], mode="w") as w:
-        names = []
-        for i in range(n):
-            kp, sc = messy_pose(i, persons, int(rng.integers(3, 40)), k, dims)
-            w.append(f"s{i}", kp, sc, label=i % 2, img_shape=(48, 64) if dims == 2 else None)
-            names.append(f"s{i}")
-        w.set_splits({"train": names[:4], "test": names[4:]})
-    return heatvol.PoseStore(path, in_memory=True)
-
-
 @pytest.mark.parametrize("dims", [2, 3])
 def test_skeleton_dataset_items(tmp_path, dims):
-    store = make_store(tmp_path / "p.h5", dims)
+    store = make_messy_store(tmp_path / "p.h5", dims)
     train = SkeletonDataset(store, store.split("train"), train=True, clip_len=12,
                             modality="bone", max_persons=3, rotate=0.3, scale=0.1, seed=5)
     a, b = train[(2, 1)], train[(2, 1)]
@@ -347,7 +324,7 @@ def test_skeleton_dataset_items(tmp_path, dims):
 
 
 def test_skeleton_dataset_aligns_3d_views(tmp_path):
-    store = make_store(tmp_path / "p.h5", 3)
+    store = make_messy_store(tmp_path / "p.h5", 3)
     names = store.split("test")
     plain = SkeletonDataset(store, names, train=False, clip_len=12, max_persons=2)
     aligned = SkeletonDataset(store, names, train=False, clip_len=12, max_persons=2, align=True)
@@ -357,7 +334,7 @@ def test_skeleton_dataset_aligns_3d_views(tmp_path):
         np.testing.assert_allclose(np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1),
                                    rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="align needs a 3D store"):
-        SkeletonDataset(make_store(tmp_path / "q.h5", 2), names, train=False, clip_len=12,
+        SkeletonDataset(make_messy_store(tmp_path / "q.h5", 2), names, train=False, clip_len=12,
                         align=True)
 
 

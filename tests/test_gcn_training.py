@@ -9,13 +9,12 @@ from click.testing import CliRunner
 from heatvol.cli import main
 from heatvol.training import ConfigError, TrainConfig, load_checkpoint, train
 
-from test_gcn_inputs import make_store as make_messy_store
-from test_training import assert_same_state, make_store
+from conftest import assert_same_state, make_messy_store, make_oscillating_store
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("poses") / "poses.h5", persons=2)
+    return make_oscillating_store(tmp_path_factory.mktemp("poses") / "poses.h5", persons=2)
 
 
 SMALL = {"stgcn": {}, "msg3d": {"num_gcn_scales": 2, "num_g3d_scales": 2},
@@ -33,7 +32,7 @@ def tiny_gcn(store, work_dir, model="dualhead", **kw):
 
 def test_gcn_stop_and_resume_equals_an_uninterrupted_run(store, tmp_path):
     full = train(tiny_gcn(store, tmp_path / "full"))
-    assert full["steps"] == 6 and full["stopped"] == "end" and full["render"] == "none"
+    assert full["steps"] == 6 and full["stopped"] == "end" and full["render_device"] is None
     part = train(tiny_gcn(store, tmp_path / "part", max_steps=4))
     assert part["stopped"] == "max_steps"
     done = train(tiny_gcn(store, tmp_path / "part", resume="auto"))
@@ -98,7 +97,7 @@ def test_gcn_on_a_3d_store_and_cnn_refuses_it(tmp_path):
 
 def test_gcn_errors_are_one_line(store, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(main, ["train", str(store), "--preset", "tiny-gcn", "--render", "gpu",
+    res = runner.invoke(main, ["train", str(store), "--preset", "tiny-gcn", "--render-device", "cuda",
                                "--work-dir", str(tmp_path)])
     assert res.exit_code != 0 and "reads joint coordinates" in res.output
     assert len(res.output.strip().splitlines()) == 1

@@ -348,3 +348,102 @@ def test_cuda_backend_without_gpu_is_a_clear_error():
     # "auto" still works (picks the CPU kernels).
     assert heatvol.render_volume(np.zeros((1, 2, NUM_JOINTS, 2)), np.zeros((1, 2, NUM_JOINTS)),
                                  size=8, render_device="auto").shape == (NUM_JOINTS, 2, 8, 8)
+
+
+# ------------------------------------------------- test-time flip in the kernels (issue 17)
+
+@pytest.mark.parametrize("mode", ["joint", "limb"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases=st.lists(render_cases(), min_size=1, max_size=3), use_score=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float16, np.uint8]))
+def test_flip_in_the_kernels_is_render_then_mirror(mode, cases, use_score, dtype):
+    """render_batch(flip=True) == concatenate([v, flip_volume(v)]) bit for bit (every dtype),
+    where v is the plain render; and its plain half is within TOLERANCE of the reference, whose
+    own flip (render, then mirror the array) the mirrored half matches just as closely."""
+    from heatvol.transforms import flip_volume
+
+    size, sigma = cases[0][2], cases[0][3]
+    persons = max(c[0].shape[0] for c in cases)
+    frames = cases[0][0].shape[1]
+    batch = len(cases)
+    kp = np.full((batch, persons, frames, NUM_JOINTS, 2), np.nan, np.float32)
+    sc = np.zeros((batch, persons, frames, NUM_JOINTS), np.float32)
+    for b, (k, s, _, _) in enumerate(cases):  # one size/sigma/frames for the batch
+        t = min(frames, k.shape[1])
+        kp[b, :k.shape[0], :t], sc[b, :k.shape[0], :t] = k[:, :t], s[:, :t]
+    kwargs = dict(size=size, sigma=sigma, mode=mode, use_score=use_score, dtype=dtype)
+    plain = heatvol.render_batch(kp, sc, render_device="cpu", **kwargs)
+    both = heatvol.render_batch(kp, sc, render_device="cpu", flip=True, **kwargs)
+    assert both.shape == (2 * batch,) + plain.shape[1:] and both.dtype == plain.dtype
+    want = np.concatenate([plain, flip_volume(plain, COCO, mode)])
+    np.testing.assert_array_equal(both.view(np.uint8), want.view(np.uint8))
+    if dtype == np.float32:
+        ref = heatvol.render_batch(kp, sc, render_device="reference", flip=True, **kwargs)
+        assert_close_to_reference(both, ref)
+        np.testing.assert_array_equal(ref[batch:], flip_volume(ref[:batch], COCO, mode))
+
+
+def test_flip_out_and_shapes():
+    """flip with out= of [2B, ...]; a [B, ...] out is refused; an empty batch is fine."""
+    rng = np.random.default_rng(3)
+    kp = rng.uniform(0, 30, (2, 1, 3, NUM_JOINTS, 2)).astype(np.float32)
+    sc = rng.uniform(0.2, 1, (2, 1, 3, NUM_JOINTS)).astype(np.float32)
+    out = np.empty((4, len(COCO.limbs), 3, 32, 32), np.float32)
+    got = heatvol.render_batch(kp, sc, size=32, mode="limb", flip=True, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, heatvol.render_batch(kp, sc, size=32, mode="limb",
+                                                             flip=True))
+    with pytest.raises(ValueError, match="out must be"):
+        heatvol.render_batch(kp, sc, size=32, mode="limb", flip=True, out=out[:2])
+    empty = heatvol.render_batch(kp[:0], sc[:0], size=32, flip=True)
+    assert empty.shape == (0, NUM_JOINTS, 3, 32, 32)
+
+
+def test_flip_bfloat16_on_the_cpu_is_the_float32_flip_rounded():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    kp = rng.uniform(0, 20, (1, 2, 2, NUM_JOINTS, 2)).astype(np.float32)
+    sc = rng.uniform(0.2, 1, (1, 2, 2, NUM_JOINTS)).astype(np.float32)
+    full = heatvol.render_batch(kp, sc, size=20, flip=True)
+    half = heatvol.render_batch(kp, sc, size=20, flip=True, dtype="bfloat16")
+    assert torch.equal(half, torch.from_numpy(full).to(torch.bfloat16))
+
+
+def test_dataset_and_step_renderer_flip_equal_flip_volume(small_store):
+    """`heatvol test`'s flip: PoseDataset(flip=True) items and StepRenderer(flip=True) give the
+    plain volumes then exactly ``flip_volume`` of them; predict gives the same probabilities
+    from the dataset's flip, the step renderer's flip and the former flip_volume path."""
+    torch = pytest.importorskip("torch")
+    from heatvol.data import PoseDataset, StepRenderer
+    from heatvol.training.predict import predict
+    from heatvol.transforms import flip_volume
+
+    store = heatvol.PoseStore(small_store)
+    names = store.split("test")[:6]
+    kwargs = dict(train=False, clip_len=8, size=(16, 12), mode="limb", num_clips=2)
+    plain = PoseDataset(store, names, **kwargs)
+    flipped = PoseDataset(store, names, flip=True, **kwargs)
+    keypoints = PoseDataset(store, names, render_device="cuda", flip=True, **kwargs)
+    for i in range(len(names)):
+        v = plain[i]["volume"]
+        np.testing.assert_array_equal(flipped[i]["volume"],
+                                      np.concatenate([v, flip_volume(v, COCO, "limb")]))
+    renderer = StepRenderer(size=(16, 12), mode="limb", layout=COCO, render_device="cpu")
+    item = keypoints[0]
+    kp, sc = torch.from_numpy(item["keypoints"])[None], torch.from_numpy(item["scores"])[None]
+    both = renderer(kp, sc, "cpu", flip=True)
+    assert tuple(both.shape) == (2, 1, 2, len(COCO.limbs), 8, 16, 12)
+    np.testing.assert_array_equal(both[0, 0].numpy(), plain[0]["volume"])
+    np.testing.assert_array_equal(both[1, 0].numpy(),
+                                  flip_volume(plain[0]["volume"], COCO, "limb"))
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    model(torch.zeros((1, len(COCO.limbs), 8, 16, 12)))
+    common = dict(device="cpu", batch_size=4, flip=True, amp=False, channels_last=False)
+    old, labels = predict(model, plain, **common)
+    new, labels2 = predict(model, flipped, **common)
+    step, _ = predict(model, keypoints, renderer=renderer, **common)
+    np.testing.assert_allclose(new, old, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(step, old, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(labels, labels2)

@@ -21,41 +21,20 @@ from heatvol.cli import main
 from heatvol.data import PoseDataset, ResumableSampler, StepRenderer, model_input, sample_rng
 from heatvol.training import TrainConfig, load_checkpoint, train
 
+from conftest import assert_same_state, make_oscillating_store
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_store(path, n_train=12, n_test=6, classes=3, seed=0, persons=1):
-    """Sequences whose joints oscillate along x or y at a class-dependent frequency."""
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(20, 44, size=(17, 2)).astype(np.float32)
-    splits = {"train": [], "test": []}
-    with heatvol.PoseWriter(path, layout="coco17", classes=[f"c{i}" for i in range(classes)],
-                            mode="w") as w:
-        for split, n in (("train", n_train), ("test", n_test)):
-            for i in range(n):
-                label = i % classes
-                t = int(rng.integers(6, 20))
-                phase = np.linspace(0, 2 * np.pi, t, dtype=np.float32)
-                d = np.zeros((persons, t, 1, 2), np.float32)
-                d[..., 0, label % 2] = 8 * np.sin(phase * (1 + label // 2))
-                kp = base + d + rng.normal(0, 0.5, (persons, t, 17, 2)).astype(np.float32)
-                sc = rng.uniform(0.5, 1.0, (persons, t, 17)).astype(np.float32)
-                name = f"{split}{i:03d}"
-                w.append(name, kp, sc, label=label, img_shape=(64, 64))
-                splits[split].append(name)
-        w.set_splits(splits)
-    return Path(path)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("poses") / "poses.h5")
+    return make_oscillating_store(tmp_path_factory.mktemp("poses") / "poses.h5")
 
 
 def tiny(store, work_dir, **kw):
     settings = dict(poses=str(store), work_dir=str(work_dir), model="x3d", clip_len=8, size=16,
                     model_kwargs={"base_channels": 8, "stage_blocks": [1, 1, 1]},
-                    batch_size=4, lr=0.05, epochs=2, render="cpu", workers=0, device="cpu",
+                    batch_size=4, lr=0.05, epochs=2, render_device="cpu", workers=0, device="cpu",
                     progress=False, warmup_epochs=0.5, val_every=1, seed=3)
     settings.update(kw)
     return TrainConfig(**settings)
@@ -63,12 +42,6 @@ def tiny(store, work_dir, **kw):
 
 def weights(path):
     return load_checkpoint(path)["model"]
-
-
-def assert_same_state(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 # --------------------------------------------------------------------------- data
@@ -93,41 +66,54 @@ def test_sample_rng_and_sampler_are_reproducible():
 
 
 def test_cpu_and_gpu_render_paths_give_the_same_input(store):
-    """render="gpu": workers return keypoints, the step renders them (backend "cpu" stands in
-    for "cuda" here); the model input equals render="cpu"'s, for any number of workers."""
+    """render_device="cuda": workers return keypoints, the step renders them (StepRenderer
+    with "cpu" kernels stands in for "cuda" here); the model input equals render_device="cpu"'s,
+    for any number of workers."""
     from torch.utils.data import DataLoader
 
     s = heatvol.PoseStore(store, in_memory=True)
     names = s.split("train")
     inputs = {}
-    for place, workers in (("cpu", 0), ("gpu", 0), ("gpu", 2)):
-        ds = PoseDataset(s, names, train=True, clip_len=8, size=16, render=place, seed=7)
+    for place, workers in (("cpu", 0), ("cuda", 0), ("cuda", 2)):
+        ds = PoseDataset(s, names, train=True, clip_len=8, size=16, render_device=place,
+                         seed=7)
         sampler = ResumableSampler(len(ds), seed=7)
         sampler.set_epoch(3)
         loader = DataLoader(ds, batch_size=5, sampler=sampler, num_workers=workers)
-        renderer = StepRenderer(size=16, mode="joint", layout=s.layout, backend="cpu")
+        renderer = StepRenderer(size=16, mode="joint", layout=s.layout, render_device="cpu")
         inputs[place, workers] = torch.cat([model_input(b, "cpu", renderer) for b in loader])
     ref = inputs["cpu", 0]
     assert ref.shape == (12, 17, 8, 16, 16) and ref.abs().sum() > 0
-    torch.testing.assert_close(inputs["gpu", 0], ref, rtol=0, atol=1e-6)
-    torch.testing.assert_close(inputs["gpu", 2], ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(inputs["cuda", 0], ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(inputs["cuda", 2], ref, rtol=0, atol=1e-6)
 
 
 def test_gpu_render_in_the_training_step_trains_like_cpu(store, tmp_path):
     a = train(tiny(store, tmp_path / "cpu", epochs=1))
-    b = train(tiny(store, tmp_path / "gpu", epochs=1, render="gpu", render_backend="cpu"))
-    assert a["render"] == "cpu" and b["render"] == "gpu"
+    # step_render_device: the testing stand-in (CPU kernels inside the step for cuda's path)
+    b = train(tiny(store, tmp_path / "gpu", epochs=1, render_device="cuda",
+                   step_render_device="cpu"))
+    assert a["render_device"] == "cpu" and b["render_device"] == "cuda"
     assert_same_state(weights(tmp_path / "cpu" / "last.pt"), weights(tmp_path / "gpu" / "last.pt"))
 
 
 def test_render_gpu_without_a_gpu_is_one_line(store, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    res = CliRunner().invoke(main, ["train", str(store), "--preset", "tiny", "--render", "gpu",
-                                    "--work-dir", str(tmp_path / "w")])
+    res = CliRunner().invoke(main, ["train", str(store), "--preset", "tiny", "--render-device",
+                                    "cuda", "--work-dir", str(tmp_path / "w")])
     assert res.exit_code == 1
     lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("heatvol: error: --render gpu"), res.output
+    assert len(lines) == 1 and lines[0].startswith("heatvol: error: --render-device cuda"), \
+        res.output
+    assert "--render-device cpu" in lines[0] and not (tmp_path / "w").exists()
+    # the former spelling still works for one release, with one deprecation line
+    res = CliRunner().invoke(main, ["train", str(store), "--preset", "tiny", "--render", "gpu",
+                                    "--work-dir", str(tmp_path / "w")])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 2, res.output
+    assert lines[0].startswith("heatvol: warning: --render is deprecated")
+    assert lines[1].startswith("heatvol: error: --render-device cuda")
 
 
 # --------------------------------------------------------------------------- resume
@@ -157,7 +143,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(store, tmp_path):
     work = tmp_path / "killed"
     cmd = [sys.executable, "-m", "heatvol.cli", "train", str(store), "--preset", "tiny",
            "--work-dir", str(work), "--model", "x3d", "--clip-len", "8", "--size", "16",
-           "--batch-size", "4", "--lr", "0.05", "--epochs", str(epochs), "--render", "cpu",
+           "--batch-size", "4", "--lr", "0.05", "--epochs", str(epochs), "--render-device", "cpu",
            "--workers", "1", "--device", "cpu", "--seed", "3", "--set", "warmup_epochs=0.5",
            "--quiet"]  # one worker here, none in the uninterrupted run: same data
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -226,11 +212,14 @@ def test_presets_listed_and_shown():
 
 
 def test_plain_heatvol_train_in_a_folder_with_poses_h5(store, tmp_path, monkeypatch):
-    """No arguments: poses.h5 of the current folder, the default preset (here replaced by a
-    tiny one through HEATVOL_PRESET_PATH), work dir runs/default."""
+    """No arguments, no GPU: poses.h5 of the current folder, the CPU preset penn-x3d-cpu (here
+    replaced by a tiny one through HEATVOL_PRESET_PATH), work dir runs/penn-x3d-cpu, and the
+    banner says which preset and why."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the plain run picks the GPU preset")
     presets = tmp_path / "presets"
     presets.mkdir()
-    (presets / "default.yaml").write_text("extends: tiny\nepochs: 1\nbatch_size: 4\n")
+    (presets / "penn-x3d-cpu.yaml").write_text("extends: tiny\nepochs: 1\nbatch_size: 4\n")
     folder = tmp_path / "exp"
     folder.mkdir()
     (folder / "poses.h5").write_bytes(store.read_bytes())
@@ -238,9 +227,11 @@ def test_plain_heatvol_train_in_a_folder_with_poses_h5(store, tmp_path, monkeypa
     monkeypatch.setenv("HEATVOL_PRESET_PATH", str(presets))
     res = CliRunner().invoke(main, ["train"])
     assert res.exit_code == 0, res.output
-    assert (folder / "runs" / "default" / "last.pt").exists()
-    ck = load_checkpoint(folder / "runs" / "default" / "last.pt")
-    assert ck["config"]["preset"] == "default" and ck["step"] == 3
+    assert "preset penn-x3d-cpu: no --preset given and no CUDA GPU" in res.output
+    work = folder / "runs" / "penn-x3d-cpu"
+    ck = load_checkpoint(work / "last.pt")
+    assert ck["config"]["preset"] == "penn-x3d-cpu" and ck["step"] == 3
+    assert "preset penn-x3d-cpu: no --preset given" in (work / "train.log").read_text()
 
 
 def test_bundled_default_preset_runs_with_small_overrides(store, tmp_path, monkeypatch):
@@ -250,8 +241,9 @@ def test_bundled_default_preset_runs_with_small_overrides(store, tmp_path, monke
     (folder / "poses.h5").write_bytes(store.read_bytes())
     monkeypatch.chdir(folder)
     monkeypatch.delenv("HEATVOL_PRESET_PATH", raising=False)
-    res = CliRunner().invoke(main, ["train", "--max-steps", "1", "--batch-size", "2", "--size",
-                                    "16", "--clip-len", "8", "--quiet"])
+    res = CliRunner().invoke(main, ["train", "--preset", "default", "--max-steps", "1",
+                                    "--batch-size", "2", "--size", "16", "--clip-len", "8",
+                                    "--quiet"])
     assert res.exit_code == 0, res.output
     ck = load_checkpoint(folder / "runs" / "default" / "last.pt")
     assert ck["config"]["model"] == "slowonly" and ck["step"] == 1

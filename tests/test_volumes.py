@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -19,28 +18,6 @@ from heatvol.render import render_store
 from heatvol.volumes import VolumeFile
 
 from conftest import shared_data
-
-
-def person_like(rng, m, t, k=17, h=240, w=320):
-    """Random skeleton-sized clouds of joints moving a little, some missing."""
-    centre = rng.uniform([60, 60], [w - 60, h - 60], size=(m, 1, 1, 2))
-    kp = centre + rng.normal(0, 25, size=(m, t, k, 2)) + np.linspace(0, 20, t)[None, :, None, None]
-    sc = rng.uniform(0.2, 1.0, size=(m, t, k))
-    sc[rng.random((m, t, k)) < 0.1] = 0
-    return kp.astype(np.float32), sc.astype(np.float32)
-
-
-@pytest.fixture
-def small_store(tmp_path):
-    path = tmp_path / "poses.h5"
-    with PoseWriter(path, layout="coco17", classes=["a", "b", "c"]) as w:
-        for i in range(40):
-            rng = np.random.default_rng(zlib.crc32(f"q{i}".encode()))
-            m, t = i % 3, 5 + (i * 7) % 60  # includes M = 0 and clips shorter than clip_len
-            w.append(f"q{i:02d}", *person_like(rng, m, t), label=i % 3, img_shape=(240, 320))
-        names = [f"q{i:02d}" for i in range(40)]
-        w.set_splits({"train": names[:25], "test": names[25:]})
-    return path
 
 
 def expected_volume(rec, size, clip_len, num_clips, mode):

@@ -31,6 +31,13 @@ def interruptible(kept: str):
     return decorate
 
 
+def os_error_line(exc: OSError, default: Path) -> str:
+    """``FILE: reason`` for an OSError (a read-only folder, a full disk outside the stores)."""
+    where = exc.filename or default
+    reason = "no space left on device" if exc.errno == 28 else (exc.strerror or str(exc))
+    return f"{where}: {reason}"
+
+
 def warn(line: str) -> None:
     click.echo(f"heatvol: warning: {one_line(line)}", err=True)
 
@@ -154,6 +161,8 @@ def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_in
         fail(exc)
     except (ExtractError, StoreError, ValueError, FileNotFoundError, *SHARD_ERRORS) as exc:
         fail(exc)
+    except OSError as exc:  # the output folder cannot be written, ...
+        fail(os_error_line(exc, out))
     except KeyboardInterrupt:
         fail("interrupted; videos finished so far are in the store (run again to resume)",
              EXIT_INTERRUPTED)
@@ -213,6 +222,8 @@ def import_cmd(fmt, src, out, layout, strict, overwrite, quiet):
                                 on_notice=warn, **kwargs)
     except (ImportFailed, StoreError, ValueError, FileNotFoundError) as exc:
         fail(exc)
+    except OSError as exc:  # the output folder cannot be written, ...
+        fail(os_error_line(exc, out))
     if report.note:
         warn(report.note)
     click.echo(f"{out}: imported {report.imported} sequences"
@@ -245,8 +256,10 @@ def export_cmd(fmt, store, out):
 
     try:
         n = export_pyskl(store, out)
-    except (StoreError, ValueError, OSError) as exc:
+    except (StoreError, ValueError) as exc:
         fail(exc)
+    except OSError as exc:
+        fail(os_error_line(exc, out))
     click.echo(f"{out}: wrote {n} annotations")
 
 

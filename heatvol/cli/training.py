@@ -49,14 +49,17 @@ def _parse_sets(sets) -> dict:
 @click.option("--batch-size", type=int, default=None, help="Samples per step (per process).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (SGD).")
 @click.option("--clip-len", type=int, default=None, help="Frames per sampled clip.")
-@click.option("--size", type=int, default=None, help="Heatmap size (square) for training.")
+@click.option("--size", cls=SizeOption, default=None,
+              help="Heatmap size for training: H [W] (one number: square).")
 @click.option("--limb/--joint", "limb", default=None, help="Limb or joint heatmaps (3D CNNs).")
-@click.option("--modality", type=LazyChoice(_modalities), default=None, help="Graph models: the input stream (fuse streams with `heatvol "
-              "ensemble`).")
-@click.option("--render", type=click.Choice(["cpu", "gpu", "auto"]), default=None,
-              help="cpu: Numba kernels in the DataLoader workers; gpu: keypoints only in the "
-              "workers, each batch rendered on the GPU inside the step; auto: gpu on a usable "
-              "CUDA GPU, else cpu.")
+@click.option("--modality", type=LazyChoice(_modalities), default=None, help="Graph models: the "
+              "input stream (fuse streams with `heatvol ensemble`).")
+@click.option("--render-device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Where volumes are rendered: cpu (Numba kernels in the DataLoader workers), "
+              "cuda (keypoints only in the workers, each batch rendered on the GPU inside the "
+              "step) or auto (cuda on a usable CUDA GPU, else cpu) [default: the preset's].")
+@click.option("--render", "old_render", type=click.Choice(["cpu", "gpu", "auto"]), default=None,
+              hidden=True, help="Deprecated: --render-device (gpu is cuda).")
 @click.option("--max-steps", type=int, default=None, help="Stop after N optimiser steps in all "
               "(a resumed run counts the steps already taken); a checkpoint is written.")
 @click.option("--seed", type=int, default=None, help="Seed of the data order, augmentation "
@@ -70,67 +73,53 @@ def _parse_sets(sets) -> dict:
               help="Override any other setting (e.g. --set weight_decay=0.0005); repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, size, limb,
-              modality, render, max_steps, seed, resume, device, workers, sets, quiet):
+              modality, render_device, old_render, max_steps, seed, resume, device, workers,
+              sets, quiet):
     """Train a PoseConv3D model on heatmap volumes rendered on the fly from a pose store, or
     a graph model (ST-GCN, MS-G3D, DualHead-Net) on its joint coordinates.
 
     Settings come from a preset (`heatvol presets`), then the options given here. With no
-    arguments, in a folder holding poses.h5, the default preset trains on it. Checkpoints
-    (every epoch, best.pt, last.pt also when stopped by --max-steps or Ctrl-C), log.csv,
-    train.log and TensorBoard logs go to --work-dir. Several processes or GPUs: run under
-    torchrun (see docs/training.md).
+    arguments, in a folder holding poses.h5, a plain `heatvol train` trains on it with the
+    preset `default` (SlowOnly) on a CUDA GPU, or `penn-x3d-cpu` (a slim X3D) without one.
+    Checkpoints (every epoch, best.pt, last.pt also when stopped by --max-steps or Ctrl-C),
+    log.csv and train.log go to --work-dir, and TensorBoard logs when TensorBoard is installed
+    (`pip install heatvol[tensorboard]`). Several processes or GPUs: run under torchrun (see
+    docs/training.md).
 
     \b
     Examples:
-      heatvol train                                          # poses.h5, default preset
+      heatvol train                                          # poses.h5, preset by hardware
       heatvol train penn.h5 --preset penn-x3d-cpu --work-dir runs/penn
       heatvol train penn.h5 --model x3d --size 32 --clip-len 32 --epochs 30 --limb
       heatvol train ucla.h5 --preset ucla-dualhead-cpu --modality bone --work-dir runs/ucla-b
       heatvol train --work-dir runs/penn --resume            # continue where it stopped
       torchrun --standalone --nproc-per-node 2 -m heatvol.cli train penn.h5 --preset tiny
     """
-    from ..training import ConfigError, TrainConfig, load_checkpoint, train
-    from ..presets import DEFAULT, PresetError, load_preset
+    from ..presets import PresetError
+    from ..store import StoreError
+    from ..training import ConfigError, RunError, train
+    from ..training.settings import train_settings
 
-    given = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-             "clip_len": clip_len, "size": size, "render": render, "max_steps": max_steps,
-             "seed": seed, "device": device, "workers": workers, "modality": modality}
-    overrides = {k: v for k, v in given.items() if v is not None}
+    if old_render is not None:
+        deprecated("--render", "--render-device" + (" cuda" if old_render == "gpu" else ""))
+        render_device = render_device or ("cuda" if old_render == "gpu" else old_render)
+    overrides = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                 "clip_len": clip_len, "size": size, "render_device": render_device,
+                 "max_steps": max_steps, "seed": seed, "device": device, "workers": workers,
+                 "modality": modality}
     if limb is not None:
         overrides["mode"] = "limb" if limb else "joint"
-    if poses is not None:
-        overrides["poses"] = str(poses)
     overrides.update(_parse_sets(sets))
     if quiet:
         overrides["progress"] = False
     try:
-        if resume is not None:
-            if resume == "auto":
-                if work_dir is None:
-                    name = preset or DEFAULT
-                    work_dir = Path("runs") / Path(name).stem
-                ckpt_path = work_dir / "last.pt"
-            else:
-                ckpt_path = Path(resume)
-                work_dir = work_dir or ckpt_path.parent
-            settings = dict(load_checkpoint(ckpt_path)["config"])
-            settings.pop("max_steps", None)  # a new stopping point, or none, unless given
-            settings["resume"] = str(ckpt_path)
-        else:
-            settings = load_preset(preset or DEFAULT)
-            settings["resume"] = None
-        settings.update(overrides)
-        if work_dir is not None:
-            settings["work_dir"] = str(work_dir)
-        elif not settings.get("work_dir"):
-            settings["work_dir"] = str(Path("runs") / str(settings.get("preset") or DEFAULT))
-        poses_path = Path(settings.get("poses") or "poses.h5")
-        if not poses_path.exists() and not poses_path.with_name(poses_path.name + ".parts").exists():
-            fail(f"{poses_path}: no such pose store (give its path, or run in a folder holding "
-                 f"poses.h5)")
-        cfg = TrainConfig.from_dict(settings)
-        summary = train(cfg)
-    except (ConfigError, PresetError) as exc:
+        chosen = train_settings(poses=None if poses is None else str(poses), preset=preset,
+                                work_dir=None if work_dir is None else str(work_dir),
+                                resume=resume, overrides=overrides)
+        for old, new in chosen.renamed:
+            deprecated(old if old.startswith("preset ") else f"--set {old}", new)
+        summary = train(chosen.config, notes=chosen.notes)
+    except (ConfigError, PresetError, RunError, StoreError) as exc:
         fail(exc)
     except RuntimeError as exc:  # e.g. the CUDA renderer: one line
         fail(exc)
@@ -140,7 +129,7 @@ def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, 
                + (f", best val top-1 {best['top1']:.2%} at epoch {best['epoch']}" if best else "")
                + f"; checkpoint {summary['last']}")
     if summary["stopped"] == "interrupted":
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 @click.command("test", context_settings=CONTEXT)
@@ -154,8 +143,11 @@ def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, 
 @click.option("--flip", is_flag=True, help="Also average over the horizontally flipped volumes.")
 @click.option("--batch-size", default=4, show_default=True, help="Sequences per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--render", type=click.Choice(["cpu", "gpu", "auto"]), default="auto",
-              show_default=True, help="Where to render the test volumes.")
+@click.option("--render-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where to render the test volumes: cpu (Numba kernels), "
+              "cuda (on the GPU) or auto (cuda on a usable CUDA GPU).")
+@click.option("--render", "old_render", type=click.Choice(["cpu", "gpu", "auto"]), default=None,
+              hidden=True, help="Deprecated: --render-device (gpu is cuda).")
 @click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--confusion", type=click.Path(path_type=Path), default=None,
               help="Confusion-matrix PNG [default: beside the checkpoint].")
@@ -164,8 +156,8 @@ def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, 
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Also write the JSON results to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, render, workers,
-             confusion, as_json, out, quiet):
+def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, render_device,
+             old_render, workers, confusion, as_json, out, quiet):
     """Evaluate a checkpoint: top-1, top-5, mean-class and per-class accuracy.
 
     PoseC3D's protocol: --num-clips clips per sequence, subject-centred crop, test size;
@@ -179,16 +171,20 @@ def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, rend
       heatvol test penn.h5 -c runs/penn/last.pt --num-clips 1 --json
       heatvol test ucla.h5 -c runs/ucla-b/last.pt --out results/ucla-b.json
     """
+    from ..store import StoreError
     from ..training import ConfigError, evaluate_checkpoint
 
+    if old_render is not None:
+        deprecated("--render", "--render-device" + (" cuda" if old_render == "gpu" else ""))
+        render_device = "cuda" if old_render == "gpu" else old_render
     if not poses.exists() and not poses.with_name(poses.name + ".parts").exists():
         fail(f"{poses}: no such pose store")
     try:
         res = evaluate_checkpoint(poses, checkpoint, split=split, num_clips=num_clips, flip=flip,
-                                  batch_size=batch_size, device=device, render=render,
-                                  workers=workers, confusion_png=confusion,
-                                  progress=not quiet and not as_json)
-    except (ConfigError, ValueError, RuntimeError) as exc:
+                                  batch_size=batch_size, device=device,
+                                  render_device=render_device, workers=workers,
+                                  confusion_png=confusion, progress=not quiet and not as_json)
+    except (ConfigError, StoreError, ValueError, RuntimeError) as exc:
         fail(exc)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +283,7 @@ def presets_cmd(name):
     """
     import yaml
 
-    from ..presets import DEFAULT, PresetError, list_presets, load_preset, preset_path
+    from ..presets import PresetError, list_presets, load_preset, preset_path
 
     if name:
         try:
@@ -298,9 +294,13 @@ def presets_cmd(name):
         click.echo(f"# {path}")
         click.echo(yaml.safe_dump(settings, sort_keys=False).rstrip())
         return
+    from ..training.settings import default_preset
+
     presets = list_presets()
+    plain, why = default_preset()
     width = max((len(n) for n in presets), default=4)
     for preset, description in presets.items():
-        mark = "*" if preset == DEFAULT else " "
+        mark = "*" if preset == plain else " "
         click.echo(f"{mark} {preset:<{width}}  {description}")
-    click.echo("(* = used by a plain `heatvol train`; `heatvol presets NAME` shows one)")
+    click.echo(f"(* = used by a plain `heatvol train` here: {why}; `heatvol presets NAME` shows "
+               f"one)")

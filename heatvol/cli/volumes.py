@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from .common import CONTEXT, EXIT_USAGE, SizeOption, deprecated, fail, one_line, require_store
-from .poses import interruptible, open_any, warn
-from .shards import SHARD_HELP, SHARD_ERRORS, report_shard, shard_option
+from .poses import interruptible, open_any, os_error_line, warn
+from .shards import SHARD_ERRORS, SHARD_HELP, report_shard, shard_option
 
 
 @click.command("render", context_settings=CONTEXT)
@@ -80,7 +80,7 @@ def render_cmd(poses, out, limb, size, clip_len, num_clips, sigma, split, dtype,
     except (StoreError, KeyError, ValueError, RuntimeError, *SHARD_ERRORS) as exc:
         fail(exc)
     except OSError as exc:  # the output folder cannot be written, ...
-        fail(f"{exc.filename or out}: {exc.strerror or exc}")
+        fail(os_error_line(exc, out))
     if res.get("note"):
         warn(res["note"])
     if shard is not None:

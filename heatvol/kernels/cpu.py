@@ -241,6 +241,29 @@ def _emit_float16_bits(value_bits, out):
 
 
 @njit(cache=True, fastmath=False)
+def _mirror_plane(src, dst):
+    """dst[j, i] = src[j, W - 1 - i] for [H, W] planes of any one dtype (a copy of the stored
+    values, so the mirror is bit-exact whatever the output dtype)."""
+    height, width = src.shape
+    for j in range(height):
+        src_row = src[j]
+        dst_row = dst[j]
+        for i in range(width):
+            dst_row[width - 1 - i] = src_row[i]
+
+
+@njit(cache=True, fastmath=False)
+def _write_mirror(out_float32, out_float16_bits, out_uint8, out_kind, p, q):
+    """Mirror output plane p into output plane q in whichever output is the real one."""
+    if out_kind == OUT_FLOAT32:
+        _mirror_plane(out_float32[p], out_float32[q])
+    elif out_kind == OUT_UINT8:
+        _mirror_plane(out_uint8[p], out_uint8[q])
+    else:
+        _mirror_plane(out_float16_bits[p], out_float16_bits[q])
+
+
+@njit(cache=True, fastmath=False)
 def _zero(plane):
     height, width = plane.shape
     for j in range(height):
@@ -266,7 +289,8 @@ def _finish_plane(scratch_flat, scratch_bits, out_float16_bits, out_uint8, p, ou
 
 @njit(parallel=True, cache=True, fastmath=False)
 def render_joints_into(keypoints, scores, out_float32, out_float16_bits, out_uint8, out_kind,
-                       three_sigma, neg_inv_two_var, use_score, planes_are_zero, num_chunks):
+                       three_sigma, neg_inv_two_var, use_score, planes_are_zero, num_chunks,
+                       mirror_channel):
     """Joint pseudo-heatmaps for a batch; use :func:`render_into` rather than this.
 
     keypoints: float32 [B, M, T, K, 2] C-contiguous; scores: float32 [B, M, T, K].
@@ -275,9 +299,12 @@ def render_joints_into(keypoints, scores, out_float32, out_float16_bits, out_uin
     planes_are_zero: skip the per-plane zero fill (float32 output already zeroed by the caller).
     num_chunks: how many plane ranges the prange splits the work into (a Python-side value:
     calling Numba's ``get_num_threads`` in here would make the kernel uncacheable).
+    mirror_channel: int64 [K] (test-time flip, out_* then hold 2B samples) or empty.
     """
     batch, persons, frames, joints, _ = keypoints.shape
     num_planes = batch * joints * frames
+    channels = joints
+    mirrored = mirror_channel.size > 0
     height, width = out_float32.shape[1], out_float32.shape[2]
     direct = out_kind == OUT_FLOAT32  # float32: render in place; else via float32 scratch
     num_chunks = max(1, min(num_chunks, num_planes))
@@ -304,20 +331,26 @@ def render_joints_into(keypoints, scores, out_float32, out_float16_bits, out_uin
                              row_weight)
             if not direct:
                 _finish_plane(scratch_flat, scratch_bits, out_float16_bits, out_uint8, p, out_kind)
+            if mirrored:
+                q = ((batch + b) * channels + mirror_channel[k]) * frames + t
+                _write_mirror(out_float32, out_float16_bits, out_uint8, out_kind, p, q)
 
 
 @njit(parallel=True, cache=True, fastmath=False)
 def render_limbs_into(keypoints, scores, limbs, out_float32, out_float16_bits, out_uint8,
                       out_kind, three_sigma, neg_inv_two_var, use_score, planes_are_zero,
-                      num_chunks):
+                      num_chunks, mirror_channel):
     """Limb pseudo-heatmaps for a batch; use :func:`render_into` rather than this.
 
     limbs: int64 [L, 2] joint index pairs (a, b); out_*: [B*L*T, H, W] views of the
-    [B, L, T, H, W] output. Other arguments as :func:`render_joints_into`.
+    [B, L, T, H, W] output (2B samples with ``mirror_channel`` [L]). Other arguments as
+    :func:`render_joints_into`.
     """
     batch, persons, frames, joints, _ = keypoints.shape
     num_limbs = limbs.shape[0]
     num_planes = batch * num_limbs * frames
+    channels = num_limbs
+    mirrored = mirror_channel.size > 0
     height, width = out_float32.shape[1], out_float32.shape[2]
     direct = out_kind == OUT_FLOAT32
     num_chunks = max(1, min(num_chunks, num_planes))
@@ -357,11 +390,14 @@ def render_limbs_into(keypoints, scores, limbs, out_float32, out_float16_bits, o
                                    col_weight)
             if not direct:
                 _finish_plane(scratch_flat, scratch_bits, out_float16_bits, out_uint8, p, out_kind)
+            if mirrored:
+                q = ((batch + b) * channels + mirror_channel[limb]) * frames + t
+                _write_mirror(out_float32, out_float16_bits, out_uint8, out_kind, p, q)
 
 
 def render_into(keypoints: np.ndarray, scores: np.ndarray, limbs: np.ndarray | None,
                 out: np.ndarray, sigma: float, use_score: bool, *, planes_are_zero: bool = False,
-                num_chunks: int | None = None) -> None:
+                num_chunks: int | None = None, mirror_channel: np.ndarray | None = None) -> None:
     """Render a batch into ``out`` with the Numba kernels (the ``"cpu"`` backend).
 
     keypoints: float32 [B, M, T, K, 2] C-contiguous; scores: float32 [B, M, T, K] C-contiguous.
@@ -370,6 +406,8 @@ def render_into(keypoints: np.ndarray, scores: np.ndarray, limbs: np.ndarray | N
     planes_are_zero: float32 ``out`` is already all zeros (skips the kernels' own zero fill;
     only for measuring, see benchmarks/render_cpu.py). num_chunks: default
     :func:`default_num_chunks`. Inputs are not validated here: :mod:`heatvol.render` does that.
+    mirror_channel: None, or int64 [C] for the test-time flip: ``out`` is then [2B, C, T, H, W]
+    and ``out[B + b, mirror_channel[c]] = out[b, c, ..., ::-1]`` (written in the same pass).
     """
     out_kind = out_kind_for(out.dtype)
     height, width = out.shape[-2:]
@@ -382,8 +420,10 @@ def render_into(keypoints: np.ndarray, scores: np.ndarray, limbs: np.ndarray | N
 
     three_sigma, neg_inv_two_var = kernel_scalars(sigma)
     chunks = default_num_chunks() if num_chunks is None else int(num_chunks)
+    mirror = (np.empty(0, np.int64) if mirror_channel is None
+              else np.ascontiguousarray(mirror_channel, dtype=np.int64))
     args = (placeholder(np.float32), placeholder(np.uint16), placeholder(np.uint8), out_kind,
-            three_sigma, neg_inv_two_var, bool(use_score), bool(planes_are_zero), chunks)
+            three_sigma, neg_inv_two_var, bool(use_score), bool(planes_are_zero), chunks, mirror)
     if limbs is None:
         render_joints_into(keypoints, scores, *args)
     else:

@@ -24,6 +24,9 @@ the design is in ``docs/gpu.md``. In short:
   a 16-bit integer view), bfloat16 (round-to-nearest-even bits, same way; for ``torch.bfloat16``
   buffers), uint8 (``floor(v*255 + 0.5)`` clipped to 255). All are computed from the float32
   value, so they equal the float32 result converted.
+- **Test-time flip** (``mirror_channel``): after the render, :func:`_mirror_kernel` copies each
+  plane of the first B samples, reversed along W, into its left/right-swapped channel of the
+  second B (stored values copied, so exactly "render, then mirror the array" in every dtype).
 
 Import rules: importing this module never imports ``numba.cuda``; :func:`_kernels` does, on the
 first render. It uses only ``numba.cuda`` (the built-in target of Numba, or the ``numba-cuda``
@@ -399,6 +402,27 @@ _build_lock = threading.Lock()
 _built: dict = {}
 
 
+def _mirror_kernel(out, batch, channels, frames, mirror_channel):
+    """Test-time flip: out [2*B*C*T, H, W] planes (any dtype); plane (B + b, mirror_channel[c],
+    t) = plane (b, c, t) reversed along W. A copy of the stored values, so exact for every
+    output dtype. Grid-stride over the first half's elements, one thread per element."""
+    num_planes = batch * channels * frames
+    height, width = out.shape[1], out.shape[2]
+    total = num_planes * height * width
+    start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x  # noqa: F821
+    stride = cuda.gridDim.x * cuda.blockDim.x  # noqa: F821
+    for e in range(start, total, stride):
+        p = e // (height * width)
+        rest = e - p * (height * width)
+        y = rest // width
+        x = rest - y * width
+        b = p // (channels * frames)
+        c = (p // frames) % channels
+        t = p % frames
+        q = ((batch + b) * channels + mirror_channel[c]) * frames + t
+        out[q, y, width - 1 - x] = out[p, y, x]
+
+
 def simulator_enabled() -> bool:
     """True when Numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1 when Numba was imported)."""
     from numba.core import config
@@ -455,6 +479,7 @@ def _kernels(allow_simulator: bool = False):
         if "kernels" not in _built:
             numba_cuda = _bind_target(simulator)
             _built["kernels"] = (numba_cuda.jit(_joint_kernel), numba_cuda.jit(_limb_kernel))
+            _built["mirror"] = numba_cuda.jit(_mirror_kernel)
         return _built["kernels"]
 
 
@@ -499,6 +524,9 @@ def _compile_ptx_all(numba_cuda, types, cc, result):
             sig = types.void(*args, types.int64, f32, f32, types.boolean)
             ptx, _ = numba_cuda.compile_ptx(fn, sig, cc=cc)
             result[(mode, name)] = ptx
+        i64 = types.int64
+        sig = types.void(planes, i64, i64, i64, types.Array(i64, 1, "C"))
+        result[("mirror", name)], _ = numba_cuda.compile_ptx(_mirror_kernel, sig, cc=cc)
 
 
 def launch_config(num_planes: int, threads_per_block: int | None = None) -> tuple[int, int]:
@@ -516,7 +544,7 @@ def _is_host(arr) -> bool:
 
 def render_into(keypoints, scores, limbs, out, sigma: float, use_score: bool, *,
                 out_kind: int | None = None, threads_per_block: int | None = None,
-                stream=None, allow_simulator: bool = False) -> None:
+                stream=None, allow_simulator: bool = False, mirror_channel=None) -> None:
     """Render a batch into ``out`` with the CUDA kernels (the ``"cuda"`` backend).
 
     keypoints: float32 [B, M, T, K, 2] C-contiguous; scores: float32 [B, M, T, K]; limbs: None
@@ -530,8 +558,12 @@ def render_into(keypoints, scores, limbs, out, sigma: float, use_score: bool, *,
     results do not depend on it).
     stream: a numba stream to launch on (default stream if None).
     allow_simulator: run under Numba's CUDA simulator (tests only; never chosen by "auto").
+    mirror_channel: None, or int64 [C] for the test-time flip: ``out`` is then [2B, C, T, H, W];
+    the first B samples are rendered, then a second kernel writes
+    ``out[B + b, mirror_channel[c]] = out[b, c, ..., ::-1]`` on the device (exact copies).
     """
     joint_kernel, limb_kernel = _kernels(allow_simulator)
+    mirror_kernel = _built["mirror"]
     from numba import cuda as numba_cuda
 
     stream = 0 if stream is None else stream
@@ -552,7 +584,9 @@ def render_into(keypoints, scores, limbs, out, sigma: float, use_score: bool, *,
         d_out = out if hasattr(out, "copy_to_host") else numba_cuda.as_cuda_array(out)
         if np.dtype(d_out.dtype) == np.float16:
             d_out = d_out.view(np.uint16)
-    planes = d_out.reshape(num_planes, height, width)
+    all_planes = d_out.reshape(num_planes, height, width)
+    # With the flip the kernels render the first half (contiguous planes); the mirror fills the rest.
+    planes = all_planes if mirror_channel is None else all_planes[:num_planes // 2]
 
     def to_device(arr):
         if arr is None or not _is_host(arr):
@@ -560,6 +594,8 @@ def render_into(keypoints, scores, limbs, out, sigma: float, use_score: bool, *,
         return numba_cuda.to_device(np.ascontiguousarray(arr), stream=stream)
 
     d_kp, d_sc, d_limbs = to_device(keypoints), to_device(scores), to_device(limbs)
+    d_mirror = None if mirror_channel is None else to_device(
+        np.ascontiguousarray(mirror_channel, dtype=np.int64))
     if num_planes and height and width:
         three_sigma, neg_inv_two_var = kernel_scalars(sigma)
         if threads_per_block is None and simulator_enabled():
@@ -571,6 +607,12 @@ def render_into(keypoints, scores, limbs, out, sigma: float, use_score: bool, *,
         else:
             limb_kernel[blocks, threads, stream](d_kp, d_sc, d_limbs, planes, out_kind,
                                                  three_sigma, neg_inv_two_var, bool(use_score))
+        if d_mirror is not None:
+            batch, frames = shape[0] // 2, shape[2]
+            elements = (num_planes // 2) * height * width
+            per_block = threads if simulator_enabled() else DEFAULT_THREADS_PER_BLOCK
+            grid = max(1, min(-(-elements // per_block), 65535))
+            mirror_kernel[grid, per_block, stream](all_planes, batch, shape[1], frames, d_mirror)
     if host_out is not None:
         d_out.copy_to_host(target, stream=stream)
         if stream != 0:

@@ -27,27 +27,34 @@ BACKENDS = ("auto", "cpu", "reference", "cuda")
 
 # A backend renders a validated batch into a preallocated C-contiguous output:
 #   fn(keypoints f32 [B,M,T,K,2], scores f32 [B,M,T,K], limbs int64 [L,2] or None (joint mode),
-#      out [B,C,T,H,W] of an OUTPUT_DTYPES dtype, sigma: float, use_score: bool) -> None
-BackendFn = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", np.ndarray, float, bool], None]
+#      out [B,C,T,H,W] of an OUTPUT_DTYPES dtype, sigma: float, use_score: bool,
+#      mirror_channel=None) -> None
+# With ``mirror_channel`` (int64 [C], the test-time flip) ``out`` is [2B, C, T, H, W] and
+# out[B + b, mirror_channel[c]] = out[b, c, ..., ::-1] (the mirror of each rendered plane).
+BackendFn = Callable[..., None]
 
 
-def _render_cpu(keypoints, scores, limbs, out, sigma, use_score):
+def _render_cpu(keypoints, scores, limbs, out, sigma, use_score, mirror_channel=None):
     from ..kernels import cpu
 
-    cpu.render_into(keypoints, scores, limbs, out, sigma, use_score)
+    cpu.render_into(keypoints, scores, limbs, out, sigma, use_score,
+                    mirror_channel=mirror_channel)
 
 
-def _render_reference(keypoints, scores, limbs, out, sigma, use_score):
+def _render_reference(keypoints, scores, limbs, out, sigma, use_score, mirror_channel=None):
     from ..kernels import reference
 
     size = out.shape[-2:]
-    for b in range(keypoints.shape[0]):
+    batch = keypoints.shape[0]
+    for b in range(batch):
         if limbs is None:
             volume = reference.render_joints_reference(keypoints[b], scores[b], size, sigma, use_score)
         else:
             volume = reference.render_limbs_reference(keypoints[b], scores[b], limbs.tolist(), size,
                                                       sigma, use_score)
         out[b] = reference.quantize_uint8(volume) if out.dtype == np.uint8 else volume
+    if mirror_channel is not None:  # render, then mirror the stored array (the oracle's flip)
+        out[batch + np.arange(batch)[:, None], np.asarray(mirror_channel)] = out[:batch, ..., ::-1]
 
 
 def require_gpu() -> BackendFn:
@@ -82,10 +89,11 @@ def gpu_available() -> bool:
     return cuda.is_available()
 
 
-def _render_cuda_simulator(keypoints, scores, limbs, out, sigma, use_score):
+def _render_cuda_simulator(keypoints, scores, limbs, out, sigma, use_score, mirror_channel=None):
     from ..kernels import cuda
 
-    cuda.render_into(keypoints, scores, limbs, out, sigma, use_score, allow_simulator=True)
+    cuda.render_into(keypoints, scores, limbs, out, sigma, use_score, allow_simulator=True,
+                     mirror_channel=mirror_channel)
 
 
 def select_backend(name: str) -> BackendFn:
@@ -114,16 +122,18 @@ def is_cpu_backend(fn: BackendFn) -> bool:
 
 
 def render_cuda_into(keypoints, scores, limbs, out, sigma, use_score, *, dtype=None,
-                     stream=None, allow_simulator=False) -> None:
+                     stream=None, allow_simulator=False, mirror_channel=None) -> None:
     """The CUDA kernels' ``render_into`` on host or device arrays.
 
     ``dtype``: what ``out`` holds when it cannot tell ("float16" / "bfloat16" bits in a 16-bit
-    integer array); None: ``out``'s own dtype. ``stream``: a numba stream, or None."""
+    integer array); None: ``out``'s own dtype. ``stream``: a numba stream, or None.
+    ``mirror_channel``: the test-time flip (see :data:`BackendFn`)."""
     from ..kernels import cuda
 
     out_kind = None if dtype is None else cuda_out_kind(dtype)
     cuda.render_into(keypoints, scores, limbs, out, sigma, use_score, out_kind=out_kind,
-                     stream=stream, allow_simulator=allow_simulator)
+                     stream=stream, allow_simulator=allow_simulator,
+                     mirror_channel=mirror_channel)
 
 
 def cuda_out_kind(dtype) -> int:

@@ -67,11 +67,12 @@ def _device_float32(arr, kind):
 
 
 def render_device_arrays(keypoints, scores, out, *, size, sigma, mode, layout, use_score, dtype,
-                         render_device, check, batched=True):
+                         render_device, check, batched=True, mirror_channel=None):
     """render_batch for device arrays: nothing leaves the GPU; see the module notes.
 
     ``check``: the front door's request check (shapes, dtypes, arguments), called on metadata
-    only."""
+    only. ``mirror_channel``: the test-time flip (int64 [C]; ``out`` then has 2B samples, see
+    :data:`heatvol.render.backends.BackendFn`)."""
     if render_device not in ("auto", "cuda", "cuda-simulator"):
         raise ValueError(f"device arrays (CuPy/PyTorch CUDA/Numba) need render_device 'cuda' or "
                          f"'auto'; got render_device={render_device!r}")
@@ -108,7 +109,8 @@ def render_device_arrays(keypoints, scores, out, *, size, sigma, mode, layout, u
         scores = np.ascontiguousarray(scores, dtype=np.float32)
     keypoints = _device_float32(keypoints, array_kind(keypoints))
     scores = _device_float32(scores, array_kind(scores))
-    shape = (kp_shape[0], channels, kp_shape[2], height, width)
+    samples = kp_shape[0] * (1 if mirror_channel is None else 2)
+    shape = (samples, channels, kp_shape[2], height, width)
     if dtype == "bfloat16" and kind != "torch":
         raise ValueError("bfloat16 output needs PyTorch (give torch CUDA tensors or out=)")
     if out is None:
@@ -129,7 +131,8 @@ def render_device_arrays(keypoints, scores, out, *, size, sigma, mode, layout, u
     if all(shape):
         render_cuda_into(keypoints, scores, limbs, target, sigma, bool(use_score),
                          dtype=dtype if dtype == "bfloat16" else np.dtype(dtype).name,
-                         stream=stream, allow_simulator=allow_simulator)
+                         stream=stream, allow_simulator=allow_simulator,
+                         mirror_channel=mirror_channel)
     return out
 
 

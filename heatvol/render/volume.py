@@ -33,7 +33,7 @@ from ..params import MODES, parse_size
 from .backends import is_cpu_backend, render_cuda_into, select_backend
 from .interop import array_kind, is_torch, render_device_arrays
 
-__all__ = ["render_volume", "render_batch", "check_request", "OUTPUT_DTYPES"]
+__all__ = ["render_volume", "render_batch", "check_request", "mirror_channels", "OUTPUT_DTYPES"]
 
 OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.uint8))
 
@@ -110,8 +110,9 @@ def _validate(keypoints, scores, *, batched: bool, size, sigma, mode, layout, dt
 
 def render_batch(keypoints, scores, *, size, sigma: float = 0.6, mode: str = "joint",
                  layout: str | Layout = "coco17", use_score: bool = True, dtype=np.float32,
-                 render_device: str = "auto", out=None, backend: str | None = None):
-    """Render a batch of pseudo-heatmap volumes.
+                 render_device: str = "auto", out=None, backend: str | None = None,
+                 flip: bool = False):
+    """Render a batch of pseudo-heatmap volumes (and, with ``flip``, their mirrors).
 
     keypoints: [B, M, T, K, 2] pixel (x, y) (float32; float64/ints converted once).
     scores: [B, M, T, K] confidences; < 1e-3 (or NaN) marks a joint missing.
@@ -120,17 +121,24 @@ def render_batch(keypoints, scores, *, size, sigma: float = 0.6, mode: str = "jo
     (else 1). dtype: float32, float16, uint8 or bfloat16 (torch results only).
     render_device: "auto" | "cpu" | "cuda" | "reference" (where to render, see
     :mod:`heatvol.params`); ``backend`` is its former name (deprecated).
-    out: optional C-contiguous [B, C, T, H, W] array of ``dtype`` to write into: NumPy, or a
-    device array (CuPy, PyTorch CUDA tensor, Numba) filled in place.
-    Returns ``out`` (or a new array) of shape [B, C, T, H, W]: NumPy for host inputs, a device
-    array of the inputs' kind for device inputs (torch in, torch out), a torch tensor for
-    bfloat16.
+    out: optional C-contiguous [B, C, T, H, W] ([2B, ...] with ``flip``) array of ``dtype`` to
+    write into: NumPy, or a device array (CuPy, PyTorch CUDA tensor, Numba) filled in place.
+    flip: the test-time flip: the result is [2B, C, T, H, W], samples B..2B-1 being samples
+    0..B-1 mirrored along W with left/right channels swapped (``layout.flip_index()``, or
+    ``layout.limb_flip_index()`` in limb mode), written by the kernels in the same pass on the
+    CPU (a second kernel on the GPU). Exactly ``concatenate([v, flip_volume(v, layout, mode)])``
+    of the plain render ``v`` (bit for bit, every dtype).
+    Returns ``out`` (or a new array) of shape [B, C, T, H, W] ([2B, ...] with ``flip``): NumPy
+    for host inputs, a device array of the inputs' kind for device inputs (torch in, torch
+    out), a torch tensor for bfloat16.
     """
     render_device = _renamed_backend(render_device, backend)
+    mirror_channel = mirror_channels(layout, mode) if flip else None
     if any(array_kind(a) for a in (keypoints, scores, out)):
         return render_device_arrays(keypoints, scores, out, size=size, sigma=sigma, mode=mode,
                                     layout=layout, use_score=use_score, dtype=dtype,
-                                    render_device=render_device, check=check_request)
+                                    render_device=render_device, check=check_request,
+                                    mirror_channel=mirror_channel)
     keypoints, scores, limbs, height, width, channels, sigma, dtype = _validate(
         keypoints, scores, batched=True, size=size, sigma=sigma, mode=mode, layout=layout,
         dtype=dtype)
@@ -138,9 +146,11 @@ def render_batch(keypoints, scores, *, size, sigma: float = 0.6, mode: str = "jo
     if dtype == "bfloat16":
         return _render_bfloat16_host(keypoints, scores, limbs, render_fn, (height, width),
                                      channels, sigma, bool(use_score), out,
-                                     simulator=render_device == "cuda-simulator")
+                                     simulator=render_device == "cuda-simulator",
+                                     mirror_channel=mirror_channel)
     batch, _, frames, _, _ = keypoints.shape
-    shape = (batch, channels, frames, height, width)
+    samples = batch if mirror_channel is None else 2 * batch
+    shape = (samples, channels, frames, height, width)
     if out is None:
         # np.empty, not np.zeros: the kernels zero each plane themselves (one pass over memory).
         out = np.empty(shape, dtype)
@@ -149,18 +159,31 @@ def render_batch(keypoints, scores, *, size, sigma: float = 0.6, mode: str = "jo
         raise ValueError(f"out must be a writeable C-contiguous {dtype} array of shape {shape}; got "
                          f"{getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
     if out.size:
-        render_fn(keypoints, scores, limbs, out, sigma, bool(use_score))
+        render_fn(keypoints, scores, limbs, out, sigma, bool(use_score),
+                  mirror_channel=mirror_channel)
     return out
 
 
+def mirror_channels(layout: str | Layout, mode: str) -> np.ndarray:
+    """int64 [C]: where the test-time flip moves channel c (the inverse of the flip
+    permutation ``perm``, since a flipped volume's channel c' is the plain volume's
+    ``perm[c']``, as in :func:`heatvol.transforms.flip_volume`)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'joint' or 'limb'; got {mode!r}")
+    lay = get_layout(layout)
+    perm = np.asarray(lay.flip_index() if mode == "joint" else lay.limb_flip_index(), np.int64)
+    return np.ascontiguousarray(np.argsort(perm, kind="stable"))
+
+
 def _render_bfloat16_host(keypoints, scores, limbs, render_fn, size, channels, sigma, use_score,
-                          out, *, simulator: bool):
+                          out, *, simulator: bool, mirror_channel=None):
     """bfloat16 from host inputs: a torch CPU tensor (float32 rendered, rounded to nearest even;
     the CUDA backend rounds on the device)."""
     import torch
 
     batch, _, frames, _, _ = keypoints.shape
-    shape = (batch, channels, frames) + tuple(size)
+    samples = batch if mirror_channel is None else 2 * batch
+    shape = (samples, channels, frames) + tuple(size)
     if out is not None and not (is_torch(out) and tuple(out.shape) == shape
                                 and out.dtype == torch.bfloat16 and out.is_contiguous()):
         raise ValueError(f"out must be a C-contiguous torch.bfloat16 tensor of shape {shape}")
@@ -169,12 +192,13 @@ def _render_bfloat16_host(keypoints, scores, limbs, render_fn, size, channels, s
         return result
     if is_cpu_backend(render_fn):
         full = np.empty(shape, np.float32)
-        render_fn(keypoints, scores, limbs, full, sigma, use_score)
+        render_fn(keypoints, scores, limbs, full, sigma, use_score,
+                  mirror_channel=mirror_channel)
         result.copy_(torch.from_numpy(full))
     else:
         bits = result.view(torch.int16).numpy()
         render_cuda_into(keypoints, scores, limbs, bits, sigma, use_score, dtype="bfloat16",
-                         allow_simulator=simulator)
+                         allow_simulator=simulator, mirror_channel=mirror_channel)
     return result
 
 

@@ -23,15 +23,16 @@ Metrics (:func:`heatvol.metrics.compute_metrics`) sit below this package.
 """
 
 from .checkpoint import load_checkpoint
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, RunError, TrainConfig
 from .confusion import save_confusion_png
 from .ensemble import fuse_results, load_result
 from .loop import train
 from .predict import evaluate_checkpoint, predict
-from .runtime import resolve_device, resolve_render
+from .runtime import resolve_device, resolve_render_device
 from .schedule import WarmupCosine
 from .setup import build_model, is_gcn
 
 __all__ = ["TrainConfig", "ConfigError", "train", "predict", "evaluate_checkpoint",
            "load_checkpoint", "fuse_results", "load_result", "build_model", "is_gcn",
-           "WarmupCosine", "resolve_device", "resolve_render", "save_confusion_png"]
+           "WarmupCosine", "resolve_device", "resolve_render_device", "save_confusion_png",
+           "RunError"]

@@ -10,8 +10,8 @@ What :func:`train` does (details in ``docs/training.md``):
 - data: :class:`heatvol.data.PoseDataset` (3D CNNs) or :class:`heatvol.data.SkeletonDataset`
   (GCNs, ``modality`` joint / bone / joint-motion / bone-motion) through a DataLoader whose
   sampler is a :class:`heatvol.data.ResumableSampler`; volumes rendered in the workers
-  (``render="cpu"``) or inside the step on the GPU (``render="gpu"``; ``"auto"`` picks gpu
-  when the device is a CUDA GPU the CUDA renderer can use);
+  (``render_device="cpu"``) or inside the step on the GPU (``render_device="cuda"``;
+  ``"auto"`` picks cuda when the device is a CUDA GPU the CUDA renderer can use);
 - SGD (momentum 0.9, Nesterov), linear warm-up then cosine decay per iteration
   (:class:`heatvol.training.WarmupCosine`), weight decay, gradient-norm clipping; on CUDA bf16
   autocast and channels-last-3d (3D CNNs); DualHead-Net's loss averages the cross-entropy of
@@ -49,7 +49,8 @@ from .checkpoint import CHECKPOINT_VERSION, atomic_save, load_checkpoint, rng_st
 from .config import ConfigError, TrainConfig, resume_conflicts
 from .log import RunLog
 from .predict import predict
-from .runtime import Distributed, StopSignal, make_loader, resolve_device, resolve_render
+from .runtime import (Distributed, StopSignal, make_loader, resolve_device,
+                      resolve_render_device)
 from .schedule import WarmupCosine
 from .setup import (build_model, check_inputs, check_store, is_gcn, make_dataset,
                     make_step_renderer, open_store, run_names, store_classes)
@@ -75,7 +76,7 @@ class _Run:
     dist: Distributed
     device: torch.device
     gcn: bool                    # graph model on coordinates, else 3D CNN on volumes
-    render: str                  # "none" (coordinates), "cpu" (in the workers) or "gpu"
+    render_device: str | None    # None (coordinates), "cpu" (in the workers) or "cuda" (step)
     work_dir: Path
     store: object
     classes: list
@@ -86,7 +87,7 @@ class _Run:
     sampler: ResumableSampler
     steps_per_epoch: int
     total_steps: int
-    renderer: object             # StepRenderer of render="gpu" (training size), else None
+    renderer: object             # StepRenderer of render_device "cuda" (training size), else None
     test_renderer: object        # ... at the test size
     model: torch.nn.Module
     net: torch.nn.Module         # model, or its DDP wrapper
@@ -139,31 +140,33 @@ class _Meter:
         return mean
 
 
-def _start(cfg: TrainConfig, dist: Distributed) -> tuple[torch.device, bool, str]:
-    """(device, gcn, render): the device, what the model reads and where volumes are rendered
-    ("none" for a graph model); joins the process group of a DDP run."""
+def _start(cfg: TrainConfig, dist: Distributed) -> tuple[torch.device, bool, str | None]:
+    """(device, gcn, render_device): the torch device, what the model reads and where volumes
+    are rendered (None for a graph model); joins the process group of a DDP run."""
     device = resolve_device(cfg.device, dist.local_rank)
     gcn = is_gcn(cfg.model)
     check_inputs(cfg, gcn)
-    render = "none" if gcn else resolve_render(cfg.render, device, cfg.render_backend)
+    render_device = None if gcn else resolve_render_device(cfg.render_device, device,
+                                                            cfg.step_render_device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init(device.type)
-    return device, gcn, render
+    return device, gcn, render_device
 
 
 def _prepare(cfg: TrainConfig) -> _Run:
     """Devices, store, datasets, sampler, model, optimiser and schedule, in the order that
     fixes every RNG draw (the model is initialised from ``seed`` on every rank)."""
     dist = Distributed()
-    device, gcn, render = _start(cfg, dist)
+    device, gcn, render_device = _start(cfg, dist)
     work_dir = Path(cfg.work_dir or Path("runs") / (cfg.preset or "default"))
     store = open_store(cfg.poses)
     check_store(cfg, store, gcn)
     classes = store_classes(store)
     train_names, val_split, val_names = run_names(cfg, store)
 
-    train_set = make_dataset(cfg, store, train_names, gcn=gcn, train=True, render=render)
+    train_set = make_dataset(cfg, store, train_names, gcn=gcn, train=True,
+                             render_device=render_device)
     sampler = ResumableSampler(len(train_set), seed=cfg.seed, shuffle=True, rank=dist.rank,
                                world_size=dist.world)
     steps_per_epoch = sampler.per_rank // cfg.batch_size
@@ -171,11 +174,9 @@ def _prepare(cfg: TrainConfig) -> _Run:
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the {sampler.per_rank} "
                           f"training samples per process; lower --batch-size")
     total_steps = cfg.epochs * steps_per_epoch
-    gpu = render == "gpu"
-    renderer = make_step_renderer(cfg, store.layout, train=True,
-                                  backend=cfg.render_backend) if gpu else None
-    test_renderer = make_step_renderer(cfg, store.layout, train=False,
-                                       backend=cfg.render_backend) if gpu else None
+    in_step = render_device == "cuda"
+    renderer = make_step_renderer(cfg, store.layout, train=True) if in_step else None
+    test_renderer = make_step_renderer(cfg, store.layout, train=False) if in_step else None
 
     # Model init is identical on every rank (DDP also broadcasts rank 0's weights).
     torch.manual_seed(cfg.seed)
@@ -193,7 +194,8 @@ def _prepare(cfg: TrainConfig) -> _Run:
     torch.manual_seed(cfg.seed * 1000 + 1 + dist.rank)
     np.random.seed((cfg.seed * 1000 + 2 + dist.rank) % 2**32)
     random.seed(cfg.seed * 1000 + 3 + dist.rank)
-    return _Run(cfg=cfg, dist=dist, device=device, gcn=gcn, render=render, work_dir=work_dir,
+    return _Run(cfg=cfg, dist=dist, device=device, gcn=gcn, render_device=render_device,
+                work_dir=work_dir,
                 store=store, classes=classes, train_names=train_names, val_split=val_split,
                 val_names=val_names, train_set=train_set, sampler=sampler,
                 steps_per_epoch=steps_per_epoch, total_steps=total_steps, renderer=renderer,
@@ -244,13 +246,27 @@ def _save(run: _Run, progress: _Progress, name: str, *, extra: list[str] = ()) -
     return path
 
 
+def _validates(run: _Run) -> bool:
+    """Whether this run validates at all (a validation split with sequences, val_every > 0)."""
+    return bool(run.val_names) and run.cfg.val_every > 0
+
+
 def _header(run: _Run, progress: _Progress, log: RunLog, resumed_from: Path | None) -> None:
     """The run's first lines in the log: data, model, device, schedule, work dir."""
     cfg = run.cfg
+    if _validates(run):
+        every = "after each epoch" if cfg.val_every == 1 else \
+            f"every {cfg.val_every} epochs and after the last"
+        val = f"validating on {len(run.val_names)} {run.val_split} ({every})"
+    elif run.val_names:
+        val = "no validation (val_every 0)"
+    else:
+        val = "no validation split"
+    where = "coordinates" if run.gcn else f"rendered on {run.render_device}" + \
+        (" in the DataLoader workers" if run.render_device == "cpu" else " inside the step")
     log.msg(f"heatvol train: {cfg.model} {cfg.modality if run.gcn else cfg.mode} on "
-            f"{run.store.path} ({len(run.train_names)} train, "
-            f"{len(run.val_names)} {run.val_split or 'no'} val, {len(run.classes)} classes), "
-            f"preset {cfg.preset or '-'}, device {run.device}, render {run.render}, "
+            f"{run.store.path} ({len(run.train_names)} train, {len(run.classes)} classes; "
+            f"{val}), preset {cfg.preset or '-'}, device {run.device}, {where}, "
             f"{run.dist.world} process(es), batch {cfg.batch_size}/process, "
             f"{run.steps_per_epoch} steps/epoch x {cfg.epochs} epochs = {run.total_steps} "
             f"steps; work dir {run.work_dir}")
@@ -327,11 +343,12 @@ def _validate(run: _Run, epoch: int) -> dict | None:
     """Metrics of the validation split after ``epoch`` (rank 0, every ``val_every`` epochs and
     after the last), else None."""
     cfg = run.cfg
-    if not (run.val_names and cfg.val_every > 0
-            and (epoch % cfg.val_every == 0 or epoch == cfg.epochs) and run.rank0):
+    if not (_validates(run) and (epoch % cfg.val_every == 0 or epoch == cfg.epochs)
+            and run.rank0):
         return None
     val_set = make_dataset(cfg, run.store, run.val_names, gcn=run.gcn, train=False,
-                           render=run.render, num_clips=cfg.val_num_clips, flip=cfg.val_flip)
+                           render_device=run.render_device, num_clips=cfg.val_num_clips,
+                           flip=cfg.val_flip)
     probs, labels = predict(run.model, val_set, device=run.device,
                             batch_size=cfg.eval_batch_size or cfg.batch_size,
                             workers=cfg.workers, flip=cfg.val_flip,
@@ -375,9 +392,10 @@ def _end_epoch(run: _Run, progress: _Progress, meter: _Meter, log: RunLog) -> No
     run.dist.barrier()
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, notes: tuple[str, ...] | list[str] = ()) -> dict:
     """Run (or resume) a training run; returns a summary dict (steps, epochs, best, paths,
-    stopped: "end" | "max_steps" | "interrupted")."""
+    stopped: "end" | "max_steps" | "interrupted"). ``notes``: lines for the banner (e.g.
+    which preset was chosen and why, :func:`heatvol.training.settings.train_settings`)."""
     from tqdm import tqdm
 
     from .. import models  # noqa: F401  (fail early on a broken install)
@@ -393,6 +411,8 @@ def train(cfg: TrainConfig) -> dict:
                dynamic_ncols=True, unit="step", desc=f"epoch {progress.epoch + 1}/{cfg.epochs}")
     log = RunLog(run.work_dir, run.rank0, bar)
     _header(run, progress, log, resumed_from)
+    for note in notes:
+        log.msg(note)
 
     meter = _Meter()
     stopped = "end"
@@ -420,6 +440,7 @@ def train(cfg: TrainConfig) -> dict:
     return {"steps": progress.global_step, "epoch": progress.epoch, "stopped": stopped,
             "best": best, "work_dir": str(run.work_dir), "last": str(run.work_dir / "last.pt"),
             "samples_per_s": meter.rate, "data_wait": meter.wait_frac, "elapsed_s": elapsed,
-            "total_steps": run.total_steps, "render": run.render, "device": str(run.device),
+            "total_steps": run.total_steps, "render_device": run.render_device,
+            "device": str(run.device),
             "timings": meter.timings, "batch_size": cfg.batch_size,
             "world_size": run.dist.world}

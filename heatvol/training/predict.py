@@ -19,6 +19,7 @@ The result holds the per-sample ``scores`` (averaged probabilities, [N, classes]
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..metrics import compute_metrics
 from .checkpoint import load_checkpoint
 from .config import ConfigError, TrainConfig
 from .confusion import save_confusion_png
-from .runtime import make_loader, resolve_device, resolve_render
+from .runtime import make_loader, resolve_device, resolve_render_device
 from .setup import (build_model, is_gcn, make_dataset, make_step_renderer, open_store,
                     store_classes)
 
@@ -41,9 +42,12 @@ def predict(model, dataset: PoseDataset, *, device, batch_size: int = 8, workers
             flip: bool = False, renderer: StepRenderer | None = None, amp: bool = True,
             channels_last: bool = True, progress: bool = False, desc: str = "test"):
     """Class probabilities of every sample: softmax averaged over its clips (and their
-    horizontal flips: ``flip_volume`` of a rendered volume; a :class:`SkeletonDataset` made
-    with ``flip=True`` already holds its mirrored clips). Returns (probs float64 [N, C],
-    labels int64 [N])."""
+    horizontal flips). Where the flip happens: a dataset made with ``flip=True``
+    (:class:`SkeletonDataset`, or :class:`PoseDataset` rendering on the CPU) already holds the
+    mirrored clips, rendered by the kernels in the same pass; keypoint batches are flipped by
+    the step renderer (``renderer(..., flip=True)``, same kernels); only volumes of a dataset
+    made without ``flip`` are mirrored here (``flip_volume``, the same values). Returns
+    (probs float64 [N, C], labels int64 [N])."""
     from tqdm import tqdm
 
     from ..transforms import flip_volume
@@ -57,14 +61,21 @@ def predict(model, dataset: PoseDataset, *, device, batch_size: int = 8, workers
     probs, labels = [], []
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         # [B, clips, C, T, H, W] volumes or [B, clips, M, T, V, C] skeletons
-        x = model_input(batch, device, renderer)
-        b, clips = x.shape[:2]
-        x = x.flatten(0, 1)
-        views = [x]
         volumes = "skeleton" not in batch
-        if flip and volumes:
-            views.append(flip_volume(x, dataset.layout, dataset.mode))
-        x = torch.cat(views)
+        step_flip = flip and "keypoints" in batch
+        if step_flip:  # [2, B, clips, C, T, H, W]: the kernels' flip
+            x = renderer(batch["keypoints"], batch["scores"], device, flip=True)
+            b, clips = x.shape[1:3]
+            x = x.flatten(0, 2)
+            views = [None, None]
+        else:
+            x = model_input(batch, device, renderer)
+            b, clips = x.shape[:2]
+            x = x.flatten(0, 1)
+            views = [x]
+            if flip and volumes and not getattr(dataset, "flip", False):
+                views.append(flip_volume(x, dataset.layout, dataset.mode))
+            x = torch.cat(views) if len(views) > 1 else x
         if cuda and channels_last and volumes:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):
@@ -99,12 +110,17 @@ def _test_names(store, split: str | None, cfg: TrainConfig) -> tuple[str | None,
 
 def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clips: int = 10,
                         flip: bool = False, batch_size: int = 4, device: str = "auto",
-                        render: str = "auto", workers: int = 0, confusion_png=None,
-                        progress: bool = False, render_backend: str = "cuda") -> dict:
+                        render_device: str = "auto", workers: int = 0, confusion_png=None,
+                        progress: bool = False, render: str | None = None) -> dict:
     """Evaluate ``checkpoint`` on ``split`` of the store ``poses`` (default split: the run's
-    validation split, else "test"). Returns :func:`heatvol.metrics.compute_metrics`'s dict
-    plus the settings and ``confusion_png`` (written beside the checkpoint unless a path is
-    given)."""
+    validation split, else "test"). ``device``: the torch device; ``render_device``: where
+    the test volumes are rendered (auto | cpu | cuda; ``render=`` with cpu | gpu | auto is
+    its former name). Returns :func:`heatvol.metrics.compute_metrics`'s dict plus the
+    settings and ``confusion_png`` (written beside the checkpoint unless a path is given)."""
+    if render is not None:  # the former name, kept for one release
+        warnings.warn("evaluate_checkpoint(render=...) is deprecated; use render_device= "
+                      "('gpu' is now 'cuda')", DeprecationWarning, stacklevel=2)
+        render_device = "cuda" if render == "gpu" else render
     ckpt = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_checkpoint_dict(ckpt["config"])
     store = open_store(poses)
@@ -117,16 +133,15 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
         raise ConfigError(f"--num-clips must be at least 1, got {num_clips}")
     dev = resolve_device(device)
     gcn = is_gcn(cfg.model)
-    place = "none" if gcn else resolve_render(render, dev, render_backend)
+    place = None if gcn else resolve_render_device(render_device, dev)
     model = build_model(cfg, layout=store.layout, num_classes=len(classes))
     model.load_state_dict(ckpt["model"])
     model.to(dev)
     if dev.type == "cuda" and cfg.channels_last and not gcn:
         model = model.to(memory_format=torch.channels_last_3d)
-    dataset = make_dataset(cfg, store, names, gcn=gcn, train=False, render=place,
+    dataset = make_dataset(cfg, store, names, gcn=gcn, train=False, render_device=place,
                            num_clips=num_clips, flip=flip)
-    renderer = make_step_renderer(cfg, store.layout, train=False,
-                                  backend=render_backend) if place == "gpu" else None
+    renderer = make_step_renderer(cfg, store.layout, train=False) if place == "cuda" else None
     probs, labels = predict(model, dataset, device=dev, batch_size=batch_size, workers=workers,
                             flip=flip, renderer=renderer, amp=cfg.amp,
                             channels_last=cfg.channels_last, progress=progress)
@@ -141,7 +156,7 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
                 "num_clips": int(num_clips), "flip": bool(flip), "classes": list(classes),
                 "model": cfg.model, "mode": None if gcn else cfg.mode,
                 "modality": cfg.modality if gcn else None, "clip_len": cfg.clip_len,
-                "size": cfg.test_size or cfg.size, "step": ckpt.get("step"),
-                "render": place, "device": str(dev), "confusion_png": str(confusion_png),
+                "size": list(cfg.test_size or cfg.size), "step": ckpt.get("step"),
+                "render_device": place, "device": str(dev), "confusion_png": str(confusion_png),
                 "names": list(names), "labels": labels.tolist(), "scores": probs.tolist()})
     return res

@@ -10,7 +10,7 @@ import torch
 
 from .config import ConfigError
 
-__all__ = ["resolve_device", "resolve_render", "Distributed", "StopSignal", "make_loader",
+__all__ = ["resolve_device", "resolve_render_device", "Distributed", "StopSignal", "make_loader",
            "worker_init", "worker_context"]
 
 
@@ -29,29 +29,34 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def resolve_render(render: str, device: torch.device, backend: str = "cuda") -> str:
-    """"cpu" or "gpu"; "auto" is gpu on a CUDA device whose CUDA renderer works."""
-    if render == "auto":
+def resolve_render_device(render_device: str, device: torch.device,
+                          stand_in: str | None = None) -> str:
+    """Where volumes are rendered, "cpu" (the DataLoader workers) or "cuda" (inside the step);
+    "auto" is cuda on a CUDA device whose CUDA renderer works, else cpu. ``stand_in`` (a
+    testing seam, :attr:`TrainConfig.step_render_device`): "cuda" is then rendered in the step
+    by those host kernels, so it needs no GPU. Asking for cuda without one is a ConfigError
+    in the command's words."""
+    if render_device == "auto":
         if device.type != "cuda":
             return "cpu"
         from ..render import gpu_available
 
-        return "gpu" if gpu_available() else "cpu"
-    if render not in ("cpu", "gpu"):
-        raise ConfigError(f"render must be cpu, gpu or auto, got {render!r}")
-    if render == "gpu" and backend == "cuda":
+        return "cuda" if gpu_available() else "cpu"
+    if render_device not in ("cpu", "cuda"):
+        raise ConfigError(f"--render-device must be cpu, cuda or auto; got {render_device!r}")
+    if render_device == "cuda" and stand_in is None:
         if device.type != "cuda":
-            raise ConfigError(f"--render gpu renders each batch on the CUDA GPU inside the "
-                              f"training step, but the device is {device.type} (no CUDA GPU: "
-                              f"torch.cuda.is_available() is "
-                              f"{torch.cuda.is_available()}); use --render cpu")
+            raise ConfigError(f"--render-device cuda renders each batch on the CUDA GPU inside "
+                              f"the step, but the device is {device.type} (no CUDA GPU: "
+                              f"torch.cuda.is_available() is {torch.cuda.is_available()}); use "
+                              f"--render-device cpu")
         from ..render import require_gpu
 
         try:
             require_gpu()
         except RuntimeError as exc:
             raise ConfigError(str(exc)) from None
-    return render
+    return render_device
 
 
 def worker_init(_worker_id: int) -> None:

@@ -24,18 +24,17 @@ def is_gcn(model_name: str) -> bool:
 
 def check_inputs(cfg: TrainConfig, gcn: bool) -> None:
     """The settings of the inputs the model reads: ``modality`` for a graph model (and no
-    in-step rendering), ``mode`` for a 3D CNN."""
+    rendering on a GPU), ``mode`` for a 3D CNN (checked by :class:`TrainConfig`)."""
     if gcn:
         from ..skeleton import MODALITIES
 
         if cfg.modality not in MODALITIES:
-            raise ConfigError(f"modality must be one of {', '.join(MODALITIES)}; got "
+            raise ConfigError(f"--modality must be one of {', '.join(MODALITIES)}; got "
                               f"{cfg.modality!r}")
-        if cfg.render == "gpu":
-            raise ConfigError(f"--render gpu renders heatmap volumes; {cfg.model} is a graph "
-                              f"model that reads joint coordinates (leave --render out)")
-    elif cfg.mode not in ("joint", "limb"):
-        raise ConfigError(f"mode must be joint or limb, got {cfg.mode!r}")
+        if cfg.render_device == "cuda":
+            raise ConfigError(f"--render-device cuda renders heatmap volumes; {cfg.model} is a "
+                              f"graph model that reads joint coordinates (leave "
+                              f"--render-device out)")
 
 
 def open_store(path):
@@ -97,10 +96,12 @@ def run_names(cfg: TrainConfig, store) -> tuple[list[str], str | None, list[str]
     return train_names, val_split, val_names
 
 
-def make_dataset(cfg: TrainConfig, store, names, *, gcn: bool, train: bool, render: str,
-                 num_clips: int = 1, flip: bool = False):
-    """The run's dataset: coordinates for a GCN (``flip`` mirrors test clips in the dataset),
-    volumes for a 3D CNN (``predict`` flips those)."""
+def make_dataset(cfg: TrainConfig, store, names, *, gcn: bool, train: bool,
+                 render_device: str | None, num_clips: int = 1, flip: bool = False):
+    """The run's dataset: coordinates for a GCN (``render_device`` None), volumes for a 3D CNN
+    rendered in the workers (``render_device`` "cpu") or keypoints rendered in the step
+    ("cuda"). ``flip`` (testing): the dataset mirrors every clip (skeletons, or volumes by the
+    kernels' test-time flip); for keypoints the step renderer does it."""
     if gcn:
         return SkeletonDataset(store, names, train=train, clip_len=cfg.clip_len,
                                modality=cfg.modality, num_clips=num_clips,
@@ -110,14 +111,18 @@ def make_dataset(cfg: TrainConfig, store, names, *, gcn: bool, train: bool, rend
                                seed=cfg.seed)
     return PoseDataset(store, names, train=train, clip_len=cfg.clip_len,
                        size=cfg.size if train else (cfg.test_size or cfg.size), mode=cfg.mode,
-                       render=render, num_clips=num_clips, max_persons=cfg.max_persons,
-                       sigma=cfg.sigma, seed=cfg.seed, area_range=cfg.area_range)
+                       render_device=render_device, num_clips=num_clips,
+                       max_persons=cfg.max_persons,
+                       sigma=cfg.sigma, seed=cfg.seed, area_range=cfg.area_range,
+                       flip=flip and not train)
 
 
-def make_step_renderer(cfg: TrainConfig, layout, *, train: bool, backend: str):
-    """The in-step renderer (render="gpu") at the training or the test size."""
+def make_step_renderer(cfg: TrainConfig, layout, *, train: bool):
+    """The in-step renderer (``render_device`` "cuda") at the training or the test size; CUDA
+    kernels, or the host kernels of ``cfg.step_render_device`` (the testing stand-in)."""
     return StepRenderer(size=cfg.size if train else (cfg.test_size or cfg.size), mode=cfg.mode,
-                        layout=layout, sigma=cfg.sigma, backend=backend)
+                        layout=layout, sigma=cfg.sigma,
+                        render_device=cfg.step_render_device or "cuda")
 
 
 def build_model(cfg: dict | TrainConfig, *, layout, num_classes: int):
@@ -132,6 +137,6 @@ def build_model(cfg: dict | TrainConfig, *, layout, num_classes: int):
         kw.setdefault("num_person", cfg["max_persons"])
         return models.build(cfg["model"], layout=lay, num_classes=num_classes, in_channels=3,
                             **kw)
-    channels = lay.num_joints if cfg["mode"] == "joint" else lay.num_limbs
+    channels = lay.channels(cfg["mode"])
     return models.build(cfg["model"], layout=lay, num_classes=num_classes, in_channels=channels,
                         **kw)
