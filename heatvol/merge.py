@@ -21,8 +21,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["MergeError", "merge_parts", "output_names", "shard_path", "manifest_path",
-           "done_path"]
+__all__ = ["MergeError", "merge_parts", "output_names", "remove_part_files", "shard_path",
+           "manifest_path", "done_path"]
 
 
 def shard_path(out: str | os.PathLike, index: int, count: int) -> Path:
@@ -45,6 +45,17 @@ def done_path(part: str | os.PathLike) -> Path:
 
 class MergeError(Exception):
     """Parts that cannot be merged; the message (one line) names the file and the sequence."""
+
+
+def remove_part_files(parts: Sequence[str | os.PathLike]) -> None:
+    """Remove merged parts: each file with its unmerged parts, shard manifest and done marker
+    (the done marker first, so a half-removed shard never counts as done)."""
+    from .parts import PartFiles
+
+    for part in parts:
+        done_path(part).unlink(missing_ok=True)
+        PartFiles(part).remove_all()
+        manifest_path(part).unlink(missing_ok=True)
 
 
 def _exists(path: Path) -> bool:
@@ -260,13 +271,19 @@ def _merge_volumes(out: Path, present, overwrite: bool) -> dict:
                     raise MergeError(f"{p}: rendered with {key} = {vf.settings.get(key)!r}, "
                                      f"{fpath} with {first.settings.get(key)!r}")
         order, _ = _owner_and_order(present, lambda i: files[i].names())
+        # The first part's codec (one job's parts share it); a part written with another codec
+        # (a merge by hand) has its samples decoded and encoded again, nothing else is.
+        codec = getattr(first, "codec", None)
         tmp = out.with_name(out.name + ".merging")
         PartFiles(tmp).remove_all()
-        with VolumeWriter(tmp, first.settings, overwrite=True, commit_every=64) as w:
+        with VolumeWriter(tmp, first.settings, overwrite=True, commit_every=64,
+                          **({"codec": codec} if codec else {})) as w:
             for name, i in order:
+                vf = files[i]
+                mask, chunk = vf.raw_chunk(name)
+                same = getattr(vf, "codec", None) == codec and not mask
                 # The compressed chunk as it is: byte-equal to the part's, never recompressed.
-                mask, chunk = files[i].raw_chunk(name)
-                w.append(name, files[i][name] if mask else chunk, files[i].label(name))
+                w.append(name, chunk if same else vf[name], vf.label(name))
         _install(tmp, out, overwrite)
     finally:
         for vf in files:
