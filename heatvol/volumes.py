@@ -19,12 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # registers the Blosc filter with HDF5 (reading and writing blosc-lz4 files)
 import numpy as np
 
 from .parts import PART_RE, PartFiles, WriterBusy, WriterLock, is_disk_full
 from .store import StoreError
 
-__all__ = ["VolumeFile", "VolumeWriter", "is_volume_file"]
+__all__ = ["VolumeFile", "VolumeWriter", "is_volume_file", "CODECS", "DEFAULT_CODEC",
+           "encode_chunk"]
 
 # A reader retries this many times when a writer's merge swaps files under it.
 _OPEN_ATTEMPTS = 5
@@ -33,6 +35,32 @@ FORMAT_NAME = "heatvol-volumes"
 FORMAT_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
 _DEFLATE_LEVEL = 1  # volumes are mostly zeros: level 1 already compresses them 50-100x
+
+# How sample chunks are compressed (the file's ``codec`` attribute; files without it are
+# "deflate"). Chosen by measurement (docs/benchmarks.md, benchmarks/pipeline_vs_pyskl.py): on a
+# Penn Action limb sample (13 x 48 x 56 x 56 float32, 7.8 MB) Blosc's LZ4 without shuffle is
+# ~7x faster than HDF5's shuffle + deflate-1 and its chunks are smaller (182 vs 200 kB; the
+# byte shuffle only helps dense data, these volumes are mostly exact zeros). Readers need the
+# Blosc filter, which ``hdf5plugin`` provides (imported here; other programs: ``import
+# hdf5plugin`` before opening the file with h5py). Lossless either way: the decompressed arrays
+# are byte-equal; the file bytes differ between codecs.
+CODECS = ("blosc-lz4", "deflate")
+DEFAULT_CODEC = "blosc-lz4"
+_BLOSC_LZ4 = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.NOSHUFFLE)
+
+
+def _check_codec(codec: str) -> str:
+    if codec not in CODECS:
+        raise ValueError(f"codec must be one of {', '.join(CODECS)}; got {codec!r}")
+    return codec
+
+
+def _filter_kwargs(codec: str, dtype: np.dtype) -> dict:
+    """h5py create_dataset arguments of a codec's filter pipeline."""
+    if codec == "deflate":
+        return dict(compression="gzip", compression_opts=_DEFLATE_LEVEL,
+                    shuffle=np.dtype(dtype).itemsize > 1)
+    return dict(_BLOSC_LZ4)
 
 
 def is_volume_file(path: str | os.PathLike) -> bool:
@@ -84,6 +112,8 @@ class VolumeFile:
             raise StoreError(f"{self.path}: no such volume file")
         self._files: list[Path] = []
         self.settings: dict | None = None
+        #: how the chunks are compressed (see CODECS; files written before codecs: "deflate")
+        self.codec = "deflate"
         names, labels, where = [], [], []
         merged_through = 0
         for fpath in files:
@@ -106,6 +136,8 @@ class VolumeFile:
             self._handles.append(f)
             try:
                 self.settings = self.settings or json.loads(f.attrs["settings"])
+                if fi == 0:  # one codec per file: the writer keeps the first part's
+                    self.codec = str(f.attrs.get("codec", "deflate"))
                 n = f["volumes"].shape[0]
                 names += [s.decode("utf-8") for s in f["names"][()]]
                 labels.append(f["labels"][()])
@@ -182,6 +214,25 @@ class VolumeFile:
         self.close()
 
 
+def encode_chunk(volume: np.ndarray, codec: str = DEFAULT_CODEC) -> bytes:
+    """One sample's chunk [clips, C, T, H, W] exactly as the codec's HDF5 filters store it.
+
+    "deflate": shuffle + zlib in Python (releases the GIL). "blosc-lz4": the Blosc filter of
+    ``hdf5plugin`` itself, run on an in-memory HDF5 file (so the bytes are the filter's own;
+    h5py serialises this within a process, rendering processes each compress their own)."""
+    if _check_codec(codec) == "deflate":
+        return deflate_chunk(volume)
+    volume = np.ascontiguousarray(volume)
+    with h5py.File(f"heatvol-chunk-{id(volume)}.h5", "w", driver="core",
+                   backing_store=False) as f:
+        ds = f.create_dataset("v", data=volume[None], chunks=(1,) + volume.shape,
+                              **_filter_kwargs(codec, volume.dtype))
+        mask, chunk = ds.id.read_direct_chunk((0,) * (volume.ndim + 1))
+    if mask:  # the filter declined the chunk (never for Blosc, which stores raw on its own)
+        raise StoreError(f"blosc-lz4 filter skipped a chunk (mask {mask})")
+    return bytes(chunk)
+
+
 def deflate_chunk(volume: np.ndarray) -> bytes:
     """One sample's chunk exactly as HDF5's shuffle + deflate filters store it."""
     volume = np.ascontiguousarray(volume)
@@ -202,8 +253,10 @@ class VolumeWriter:
     """
 
     def __init__(self, path: str | os.PathLike, settings: dict, *, overwrite: bool = False,
-                 commit_every: int = 32):
+                 commit_every: int = 32, codec: str = DEFAULT_CODEC):
         self.path = Path(path)
+        #: the chunks' codec: ``codec`` for a new file; a resumed file keeps its own
+        self.codec = _check_codec(codec)
         self.settings = dict(settings)
         self.shape = tuple(int(v) for v in settings["shape"])
         self.dtype = np.dtype(settings["dtype"])
@@ -239,6 +292,7 @@ class VolumeWriter:
                         f"({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())}); "
                         f"use --overwrite or another --out")
                 self.done = set(old.names())
+                self.codec = old.codec  # parts are merged by raw chunk copies: one codec
         self._next = self._parts.next_id(self._merged_through())
         self._buf_names: list[str] = []
         self._buf_labels: list[int] = []
@@ -256,21 +310,24 @@ class VolumeWriter:
         f.attrs["format"] = FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["settings"] = json.dumps(self.settings)
+        f.attrs["codec"] = self.codec
         if merged_through is not None:
             f.attrs["merged_through"] = merged_through
 
     def _create(self, f: h5py.File, n: int, merged_through: int | None = None) -> h5py.Dataset:
         self._create_attrs(f, merged_through)
         return f.create_dataset("volumes", shape=(n,) + self.shape, dtype=self.dtype,
-                                chunks=(1,) + self.shape, compression="gzip",
-                                compression_opts=_DEFLATE_LEVEL, shuffle=self.dtype.itemsize > 1)
+                                chunks=(1,) + self.shape,
+                                **_filter_kwargs(self.codec, self.dtype))
 
     def append(self, name: str, volume: np.ndarray | bytes, label: int) -> None:
         """volume [clips, C, T, H, W] of the writer's dtype, or that volume already compressed
-        by :func:`deflate_chunk` (rendering processes compress their own samples).
+        by :func:`encode_chunk` with the writer's ``codec`` (rendering processes compress their
+        own samples).
 
-        Compression runs on a small thread pool (zlib releases the GIL), so it overlaps with
-        rendering and uses every core; the part file receives the finished chunks as they are.
+        Compression runs on a small thread pool, so it overlaps with rendering (zlib releases
+        the GIL; Blosc runs under h5py's lock, one chunk at a time per process); the part file
+        receives the finished chunks as they are.
         """
         if isinstance(volume, bytes):
             chunk = volume
@@ -280,7 +337,7 @@ class VolumeWriter:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1),
                                                 thread_name_prefix="heatvol-deflate")
-            chunk = self._pool.submit(deflate_chunk, np.array(volume, self.dtype))
+            chunk = self._pool.submit(encode_chunk, np.array(volume, self.dtype), self.codec)
         self._buf_names.append(name)
         self._buf_labels.append(int(label))
         self._buf_vols.append(chunk)

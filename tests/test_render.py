@@ -447,3 +447,32 @@ def test_dataset_and_step_renderer_flip_equal_flip_volume(small_store):
     np.testing.assert_allclose(new, old, rtol=0, atol=1e-6)
     np.testing.assert_allclose(step, old, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(labels, labels2)
+
+
+def test_render_codecs_give_byte_equal_volumes(small_store, tmp_path):
+    """heatvol render's codecs (issue 17): Blosc LZ4 (default) and the former deflate store
+    the same volumes (decompressed arrays byte-equal, every dtype); the file says its codec,
+    plain h5py reads it once hdf5plugin is imported, and a resumed file keeps its codec."""
+    import h5py
+
+    from heatvol.render.pipeline import render_store
+    from heatvol.volumes import VolumeFile, VolumeWriter
+
+    for dtype in ("float32", "float16", "uint8"):
+        files = {}
+        for codec in ("deflate", "blosc-lz4"):
+            files[codec] = tmp_path / f"{codec}_{dtype}.h5"
+            render_store(small_store, files[codec], mode="limb", size=(16, 12), clip_len=8,
+                         num_clips=2, split="test", dtype=dtype, render_device="cpu",
+                         progress=False, codec=codec, commit_every=4)
+        with VolumeFile(files["deflate"]) as a, VolumeFile(files["blosc-lz4"]) as b:
+            assert (a.codec, b.codec) == ("deflate", "blosc-lz4")
+            assert a.names() == b.names() and len(a) == 15
+            for i in range(len(a)):
+                np.testing.assert_array_equal(a[i].view(np.uint8), b[i].view(np.uint8))
+        with h5py.File(files["blosc-lz4"], "r") as f:  # hdf5plugin imported by heatvol
+            assert "32001" in f["volumes"]._filters and f.attrs["codec"] == "blosc-lz4"
+    with VolumeFile(files["deflate"]) as a:
+        settings = a.settings
+    with VolumeWriter(files["deflate"], settings, codec="blosc-lz4") as w:
+        assert w.codec == "deflate"
