@@ -273,15 +273,14 @@ def _merge_volumes(out: Path, present, overwrite: bool) -> dict:
         order, _ = _owner_and_order(present, lambda i: files[i].names())
         # The first part's codec (one job's parts share it); a part written with another codec
         # (a merge by hand) has its samples decoded and encoded again, nothing else is.
-        codec = getattr(first, "codec", None)
         tmp = out.with_name(out.name + ".merging")
         PartFiles(tmp).remove_all()
         with VolumeWriter(tmp, first.settings, overwrite=True, commit_every=64,
-                          **({"codec": codec} if codec else {})) as w:
+                          codec=first.codec) as w:
             for name, i in order:
                 vf = files[i]
                 mask, chunk = vf.raw_chunk(name)
-                same = getattr(vf, "codec", None) == codec and not mask
+                same = vf.codec == first.codec and not mask
                 # The compressed chunk as it is: byte-equal to the part's, never recompressed.
                 w.append(name, chunk if same else vf[name], vf.label(name))
         _install(tmp, out, overwrite)

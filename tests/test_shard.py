@@ -374,12 +374,8 @@ def test_more_shards_than_sequences_through_the_cli(tmp_path):
 def test_a_hand_merge_of_files_with_different_codecs(penn, tmp_path):
     """Parts of one job share a codec and are copied chunk for chunk; a part written with
     another codec is decoded and encoded with the first part's (the arrays stay equal)."""
-    import inspect
-
     from heatvol.volumes import VolumeFile, VolumeWriter
 
-    if "codec" not in inspect.signature(VolumeWriter).parameters:
-        pytest.skip("this checkout's volume files have one codec")
     _, one = penn
     with VolumeFile(one) as vf:
         names, settings = vf.names(), vf.settings
