@@ -230,8 +230,8 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
                    progress: bool = True, det_interval: int | None = None,
                    det_config: str | None = None, det_checkpoint: str | None = None,
                    pose_config: str | None = None, pose_checkpoint: str | None = None,
-                   on_failure: Callable[[str, str], None] | None = None,
-                   only: Container[str] | None = None) -> ExtractReport:
+                   only: Container[str] | None = None,
+                   on_failure: Callable[[str, str], None] | None = None) -> ExtractReport:
     """Extract poses from videos (files or folders) into the pose store ``out``.
 
     backend: "blazepose" (default; CPU, offline) or "mmpose" (det/pose configs and
