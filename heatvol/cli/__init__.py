@@ -31,6 +31,7 @@ def main():
       heatvol info poses.h5
       heatvol render --limb --size 56                               # poses.h5 -> volumes.h5
       heatvol train                                                 # poses.h5 -> runs/...
+      torchrun --nproc-per-node 8 -m heatvol.cli render ...         # 8 shards (docs/scale.md)
     """
 
 
