@@ -201,7 +201,6 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
 
 
 def _merge_stores(out: Path, present, overwrite: bool) -> dict:
-    from .parts import PartFiles
     from .store import PoseStore, PoseWriter
 
     stores = [PoseStore(p) for p, _ in present]
@@ -234,10 +233,9 @@ def _merge_stores(out: Path, present, overwrite: bool) -> dict:
 
         order, _ = _owner_and_order(present, names_of)
         tmp = out.with_name(out.name + ".merging")
-        PartFiles(tmp).remove_all()  # what a killed merge left
         sequences = 0
         with PoseWriter(tmp, layout=first.layout.name, dims=first.dims, classes=first.classes,
-                        mode="w", commit_every=256) as w:
+                        mode="w", commit_every=1024) as w:  # "w": drops a killed merge's files
             w.set_splits(first.splits)
             if attrs:
                 w.set_attrs(**attrs)
@@ -259,7 +257,6 @@ def _merge_stores(out: Path, present, overwrite: bool) -> dict:
 
 
 def _merge_volumes(out: Path, present, overwrite: bool) -> dict:
-    from .parts import PartFiles
     from .volumes import VolumeFile, VolumeWriter
 
     files = [VolumeFile(p) for p, _ in present]
@@ -274,7 +271,8 @@ def _merge_volumes(out: Path, present, overwrite: bool) -> dict:
         # The first part's codec (one job's parts share it); a part written with another codec
         # (a merge by hand) has its samples decoded and encoded again, nothing else is.
         tmp = out.with_name(out.name + ".merging")
-        PartFiles(tmp).remove_all()
+        # overwrite: drops a killed merge's files, under the writer's lock (a second merge into
+        # the same OUT at the same time is refused, never clobbered)
         with VolumeWriter(tmp, first.settings, overwrite=True, commit_every=64,
                           codec=first.codec) as w:
             for name, i in order:
