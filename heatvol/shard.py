@@ -139,10 +139,7 @@ def pin_gpu(shard: Shard | None, env: dict | None = None) -> str | None:
     if visible is not None:
         devices = [d for d in visible.split(",") if d.strip()]
     else:
-        try:
-            devices = [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
-        except OSError:
-            devices = []  # no NVIDIA driver: nothing to pin
+        devices = [str(i) for i in range(_count_gpus())]
     if len(devices) <= 1:
         return None  # none, or the launcher already gave this process exactly one
     env["CUDA_VISIBLE_DEVICES"] = devices[shard.local_rank % len(devices)]
@@ -150,6 +147,24 @@ def pin_gpu(shard: Shard | None, env: dict | None = None) -> str | None:
         return (f"LOCAL_RANK {shard.local_rank} shares GPU {env['CUDA_VISIBLE_DEVICES']} "
                 f"(only {len(devices)} visible); use --nproc-per-node {len(devices)}")
     return None
+
+
+def _count_gpus() -> int:
+    """NVIDIA GPUs this process may use, counted without initialising CUDA (which would fix
+    the device list before CUDA_VISIBLE_DEVICES is set): the device nodes ``/dev/nvidiaN`` (a
+    container holds only those it was given) and the driver's ``/proc/driver/nvidia/gpus``;
+    the smaller count when both exist, 0 without a driver."""
+    counts = []
+    try:
+        counts.append(sum(1 for n in os.listdir("/dev") if n.startswith("nvidia")
+                          and n[6:].isdigit()))
+    except OSError:
+        pass
+    try:
+        counts.append(len(os.listdir("/proc/driver/nvidia/gpus")))
+    except OSError:
+        return 0  # no NVIDIA driver
+    return min(counts)
 
 
 # --------------------------------------------------------------------------- files
