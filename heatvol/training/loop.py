@@ -331,6 +331,11 @@ def _commit(run: _Run, progress: _Progress) -> None:
     progress.global_step += 1
 
 
+def _buffers(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Copies of the model's buffers (BatchNorm statistics: a few KB to a few hundred KB)."""
+    return [buf.detach().clone() for buf in model.buffers()]
+
+
 def _data_failure(exc: Exception) -> Exception:
     """A one-line error for an exception raised while loading a batch. DataLoader workers
     re-raise theirs with the worker's whole traceback as the message; its last line is the
@@ -368,12 +373,13 @@ def _train_epoch(run: _Run, progress: _Progress, meter: _Meter, stop: StopSignal
     """The steps of the current epoch from ``progress.position``; returns "end" (the epoch is
     done), "max_steps" or "interrupted".
 
-    A stop signal during a step's fetch, forward or backward drops that step: the RNGs go
-    back to where they stood after the last completed step, so the checkpoint written next
-    resumes exactly as if the run had stopped there. A failing batch (an exception in a
+    A stop signal during a step's fetch, forward or backward drops that step: the RNGs and the
+    model's buffers go back to where they stood after the last completed step, so the
+    checkpoint written next resumes exactly as if the run had stopped there. A failing batch (an exception in a
     DataLoader worker) ends the run with one line (:class:`RunError`)."""
     cfg, epoch = run.cfg, progress.epoch
     run.sampler.set_epoch(epoch, progress.position)
+    bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
     loader = make_loader(run.train_set, run.sampler, batch_size=cfg.batch_size,
                          workers=cfg.workers, drop_last=True, pin=run.cuda,
                          seed=cfg.seed * 100003 + epoch)
@@ -388,7 +394,9 @@ def _train_epoch(run: _Run, progress: _Progress, meter: _Meter, stop: StopSignal
                 return "max_steps"
             if run.dist.any(stop.requested):
                 return "interrupted"
-            before = rng_state(run.device)  # the RNGs after the last completed step
+            # What a dropped step must put back: the RNGs and the model's buffers (a training
+            # forward pass updates BatchNorm's running statistics) after the last full step.
+            rngs, buffers = rng_state(run.device), _buffers(run.model) if stop.drop_steps else []
             try:
                 with stop.droppable():
                     try:
@@ -400,7 +408,10 @@ def _train_epoch(run: _Run, progress: _Progress, meter: _Meter, stop: StopSignal
                     t_data = time.perf_counter()
                     loss, lr = _forward_backward(run, batch)
             except StepAborted:
-                set_rng_state(before, run.device)
+                set_rng_state(rngs, run.device)
+                with torch.no_grad():
+                    for buf, saved in zip(run.model.buffers(), buffers):
+                        buf.copy_(saved)
                 return "interrupted"
             _commit(run, progress)
             step_in_epoch += 1
@@ -410,10 +421,8 @@ def _train_epoch(run: _Run, progress: _Progress, meter: _Meter, stop: StopSignal
                          cfg.batch_size * run.dist.world)
             t_prev = t_end
             bar.update(1)
-            set_postfix = getattr(bar, "set_postfix", None)  # a tqdm bar on a terminal
-            if set_postfix is not None:
-                set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}", sps=f"{meter.rate:.1f}",
-                            data=f"{meter.wait_frac:.0%}", refresh=False)
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}", sps=f"{meter.rate:.1f}",
+                            data=f"{meter.wait_frac:.0%}")
             if progress.global_step % cfg.log_every == 0 or step_in_epoch == run.steps_per_epoch:
                 mean_loss, rate, wait = meter.take_row()
                 log.row(kind="train", step=progress.global_step, epoch=epoch + 1,
@@ -495,7 +504,8 @@ def train(cfg: TrainConfig, notes: tuple[str, ...] | list[str] = ()) -> dict:
         run.work_dir.mkdir(parents=True, exist_ok=True)
     run.dist.barrier()
     bar = progress_display(total=min(run.total_steps, cfg.max_steps or run.total_steps),
-                           initial=progress.global_step, desc="train", unit="step",
+                           initial=progress.global_step, unit="step",
+                           desc=f"epoch {progress.epoch + 1}/{cfg.epochs}",
                            enabled=cfg.progress and run.rank0)
     log = RunLog(run.work_dir, run.rank0, bar)
     _header(run, progress, log, resumed_from)
