@@ -189,8 +189,8 @@ def locate(name: str | ModelFile, models_dir: str | os.PathLike | None = None, *
             return p
     if entry.url is None:
         raise ModelFileMissing(f"model file {entry.filename} not found: "
-                               f"{_where_to_put(entry, dirs)}; it is not downloadable "
-                               f"({entry.upstream})")
+                               f"{_where_to_put(entry, dirs)}; it is not downloaded "
+                               f"automatically (where to get it: docs/extract.md)")
     if not download:
         raise ModelFileMissing(f"model file {entry.filename} not found and downloads are off: "
                                f"{_where_to_put(entry, dirs)}, from {entry.url}")
