@@ -73,32 +73,38 @@ _OPENMMLAB = "https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/onnx_s
 RELEASES: dict[str, tuple[str, str]] = {}
 
 
-def _release(name: str, stem: str, upstream: str) -> ModelFile:
-    """A model file published by OpenMMLab as ``<stem>.zip`` holding ``<stem>/end2end.onnx``
-    (mmdeploy's ONNX SDK export). No checksum of these archives could be taken here (no
-    network), so the entry is a local file only until its sha256 is filled in (see
-    docs/extract.md, "RTMPose"): the URL is in the message that says where to put the file."""
-    url = _OPENMMLAB + stem + ".zip"
-    RELEASES[name] = (url, f"{stem}/end2end.onnx")
-    return ModelFile(name=name, filename=name + ".onnx", sha256=None, format="onnx", url=None,
-                     upstream=f"{upstream}; download {url} and extract {stem}/end2end.onnx "
-                              f"as {name}.onnx",
-                     licence="Apache-2.0")
+def _release(name: str, folder: str, stem: str, upstream: str) -> ModelFile:
+    """A model file published by OpenMMLab as ``<stem>.zip``, holding mmdeploy's ONNX SDK
+    export at ``<folder>/<stem>/end2end.onnx`` (rtmlib takes the zip's one end2end.onnx).
 
+    No checksum of these archives could be taken here (no network), so the entry is a local
+    file only until its sha256 is filled in (then: url = the zip, format =
+    ``zip:<member>``); the one-line "not found" message names the release to download."""
+    url = _OPENMMLAB + stem + ".zip"
+    member = f"{folder}/{stem}/end2end.onnx"
+    RELEASES[name] = (url, member)
+    return ModelFile(name=name, filename=name + ".onnx", sha256=None, format="onnx", url=None,
+                     upstream=f"{upstream}; {url} ({member})", licence="Apache-2.0")
+
+
+_POSE, _DET = "20230831/rtmpose_onnx", "20230928/yolox_onnx"
 
 #: The RTMPose / YOLOX exports the presets use (``weights.locate`` takes these entries).
 RTMPOSE_FILES: dict[str, ModelFile] = {m.name: m for m in [
-    _release("rtmpose-m-body7", "rtmpose-m_simcc-body7_pt-body7_420e-256x192-e48f03d0_20230504",
+    _release("rtmpose-m-body7", _POSE,
+             "rtmpose-m_simcc-body7_pt-body7_420e-256x192-e48f03d0_20230504",
              "RTMPose-m 256x192, Body7 (COCO-17 joints), 74.9 AP on COCO val"),
-    _release("rtmpose-s-body7", "rtmpose-s_simcc-body7_pt-body7_420e-256x192-acd4a1ef_20230504",
+    _release("rtmpose-s-body7", _POSE,
+             "rtmpose-s_simcc-body7_pt-body7_420e-256x192-acd4a1ef_20230504",
              "RTMPose-s 256x192, Body7 (COCO-17 joints), 69.7 AP on COCO val"),
-    _release("rtmpose-x-body7", "rtmpose-x_simcc-body7_pt-body7_700e-384x288-71d7b7e9_20230629",
+    _release("rtmpose-x-body7", _POSE,
+             "rtmpose-x_simcc-body7_pt-body7_700e-384x288-71d7b7e9_20230629",
              "RTMPose-x 384x288, Body7 (COCO-17 joints), 78.8 AP on COCO val"),
-    _release("yolox-m-humanart", "yolox_m_8xb8-300e_humanart-c2c7a14a",
+    _release("yolox-m-humanart", _DET, "yolox_m_8xb8-300e_humanart-c2c7a14a",
              "YOLOX-m 640x640 person detector, HumanArt + COCO"),
-    _release("yolox-tiny-humanart", "yolox_tiny_8xb8-300e_humanart-6f3252f9",
+    _release("yolox-tiny-humanart", _DET, "yolox_tiny_8xb8-300e_humanart-6f3252f9",
              "YOLOX-tiny 416x416 person detector, HumanArt + COCO"),
-    _release("yolox-x-humanart", "yolox_x_8xb8-300e_humanart-a39d44ed",
+    _release("yolox-x-humanart", _DET, "yolox_x_8xb8-300e_humanart-a39d44ed",
              "YOLOX-x 640x640 person detector, HumanArt + COCO"),
 ]}
 
@@ -424,7 +430,7 @@ def _locate(name: str, models_dir) -> Path:
         url, member = RELEASES.get(name, (None, None))
         if url is None or url in str(exc):
             raise
-        raise ModelFileMissing(f"{exc}; it is published as {member} in {url}") from None
+        raise ModelFileMissing(f"{exc}; it is {member} in {url}") from None
 
 
 def _local(path, what: str) -> Path:
