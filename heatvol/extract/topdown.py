@@ -66,6 +66,8 @@ class TopDownConfig:
     match_iou: float = 0.4
     min_pose_score: float = 0.2
     dup_dist: float = 0.1
+    skip_inside: float = 0.8
+    sure_score: float = 0.3
 
 
 PRESETS: dict[str, TopDownConfig] = {
@@ -325,6 +327,15 @@ def _dedup(kp: np.ndarray, sc: np.ndarray, person: np.ndarray, thr: float,
     return np.asarray(kept, np.int64)
 
 
+def _inside(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """The fraction of ``box``'s area [4] inside each of ``others`` [n, 4] -> [n]."""
+    lt = np.maximum(box[:2], others[:, :2])
+    rb = np.minimum(box[2:], others[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+    area = float(np.prod(np.clip(box[2:] - box[:2], 0, None)))
+    return inter / max(area, 1e-9)
+
+
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     from .tracking import box_iou
     return box_iou(a, b)
@@ -381,14 +392,35 @@ class TopDownBackend(Backend):
         c = self.config
         if len(boxes) == 0:
             return FramePoses.empty(17)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        box_scores = np.asarray(box_scores, np.float32).reshape(-1)
+        order = np.argsort(-box_scores, kind="stable")
+        boxes, box_scores = boxes[order], box_scores[order]
         centres, sides = crop_params(boxes, c.crop_scale)
-        kp, sc = self.pose.estimate(frame, centres, sides)
-        person = sc.mean(1) * np.asarray(box_scores, np.float32)
-        good = np.nonzero(sc.mean(1) >= c.min_pose_score)[0]
+        # Boxes best first; an unsure box (detector score < sure_score) lying mostly inside
+        # the box around the joints of a person already found in this frame (>= skip_inside
+        # of its area) is not estimated: the pose model would mostly find that person again
+        # (the duplicate check below would drop it), and at a low detector threshold such
+        # part-of-a-person boxes are most boxes.
+        n = len(boxes)
+        kp = np.zeros((n, 17, 2), np.float32)
+        sc = np.zeros((n, 17), np.float32)
+        ran = np.zeros(n, bool)
+        found: list[np.ndarray] = []
+        for i in range(n):
+            if found and box_scores[i] < c.sure_score and \
+                    _inside(boxes[i], np.stack(found)).max() >= c.skip_inside:
+                continue
+            k, s = self.pose.estimate(frame, centres[i:i + 1], sides[i:i + 1])
+            kp[i], sc[i], ran[i] = k[0], s[0], True
+            kb = keypoint_box(k[0], s[0], c.kp_thr)
+            if kb is not None and s[0].mean() >= c.min_pose_score:
+                found.append(kb)
+        person = sc.mean(1) * box_scores
+        good = np.nonzero(ran & (sc.mean(1) >= c.min_pose_score))[0]
         keep = good[_dedup(kp[good], sc[good], person[good], c.kp_thr, c.dup_dist)]
         return FramePoses(kp[keep], sc[keep], person_scores=person[keep],
-                          boxes=np.asarray(boxes, np.float32)[keep],
-                          box_scores=np.asarray(box_scores, np.float32)[keep])
+                          boxes=boxes[keep], box_scores=box_scores[keep])
 
     def process_image(self, frame: np.ndarray) -> FramePoses:
         boxes, scores = self.detect(frame)
