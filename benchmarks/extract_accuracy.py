@@ -19,8 +19,10 @@ its box's). Printed per set and backend:
 - ms/image: wall time per image, models loaded beforehand.
 
 Speed (``--speed``): frames/s end to end (decode in the reader thread + detect + pose +
-tracking, what ``heatvol extract`` does per video) on the 1080p two-person video and the
-NTU clip in ../shared/data/videos, plus the mean number of people found per frame.
+tracking, what ``heatvol extract`` does per video, models loaded beforehand) on the 1080p
+two-person videos in ../shared/data/videos, the CPU time per frame of this process (all
+its threads; on a busy machine wall time says little, CPU time a little more), and the
+mean number of people per frame in the 2 kept tracks.
 
 Backends: ``topdown:<preset>`` (heatvol.extract.topdown.PRESETS), ``blazepose`` (needs
 mediapipe, skipped with the reason when absent), ``multipose`` (MoveNet MultiPose alone at
@@ -224,11 +226,13 @@ def speed(specs: list[str], models: str | None, overrides: dict) -> list[tuple]:
         for v in VIDEOS:
             path = DATA / v
             info = probe(path)
+            cpu0 = time.process_time()
             res = extract_video(path, backend, max_persons=2)
+            cpu = time.process_time() - cpu0
             n = res["frames"]
             found = float((res["scores"].mean(-1) > 0).sum(0).mean()) if n else 0.0
             rows.append((path.name, f"{info.width}x{info.height}", spec, n,
-                         n / res["seconds"], found))
+                         n / res["seconds"], 1000 * cpu / max(n, 1), found))
     return rows
 
 
@@ -253,9 +257,10 @@ def main(argv=None) -> None:
         specs = [s for s in args.backends if s.startswith("topdown")] or ["topdown:accurate"]
         rows = speed(specs, args.models, overrides)
         print(f"{'video':<22} {'size':>10} {'backend':<18} {'frames':>6} {'frames/s':>9} "
-              f"{'people/frame':>12}")
-        for name, size, spec, n, fps, found in rows:
-            print(f"{name:<22} {size:>10} {spec:<18} {n:>6} {fps:>9.1f} {found:>12.2f}")
+              f"{'CPU ms/frame':>12} {'people/frame':>12}")
+        for name, size, spec, n, fps, cpu, found in rows:
+            print(f"{name:<22} {size:>10} {spec:<18} {n:>6} {fps:>9.1f} {cpu:>12.0f} "
+                  f"{found:>12.2f}")
         return
     rows = accuracy(args.backends, args.models, overrides)
     print(f"{'set':<12} {'backend':<18} {'found':>9} {'%':>6} {'AP':>6} {'ms/image':>9} "
