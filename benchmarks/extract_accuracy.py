@@ -266,8 +266,9 @@ def main(argv=None) -> None:
     print(f"{'set':<12} {'backend':<18} {'found':>9} {'%':>6} {'AP':>6} {'ms/image':>9} "
           f"{'predicted':>9}")
     for set_name, spec, found, total, ap_, ms, ndet in rows:
-        print(f"{set_name:<12} {spec:<18} {found:>4}/{total:<4} {100 * found / max(total, 1):>6.1f} "
-              f"{ap_:>6.3f} {ms:>9.1f} {ndet:>9}")
+        pct = 100 * found / max(total, 1)
+        print(f"{set_name:<12} {spec:<18} {found:>4}/{total:<4} {pct:>6.1f} {ap_:>6.3f}"
+              f" {ms:>9.1f} {ndet:>9}")
     by_spec: dict[str, list] = {}
     for set_name, spec, found, total, *_ in rows:
         by_spec.setdefault(spec, [0, 0])

@@ -472,7 +472,8 @@ def extract_cmd(inputs, out, backend, preset, models_dir, layout, max_persons, d
 
     Each video becomes one sequence named by its file stem, a folder of frames one sequence
     named by the folder (frames in name order), an image a one-frame sequence; T = the
-    decoded frame count, keypoints in full-frame pixels with scores, image shape and fps. People keep
+    decoded frame count, keypoints in full-frame pixels with scores, image shape and fps.
+    People keep
     their index across frames; at most --max-persons tracks per video are kept. Videos
     already in the store are skipped (--overwrite redoes them), so a killed run resumes
     where it stopped. An unreadable, corrupt or zero-frame video is recorded as a failure

@@ -273,8 +273,8 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     onnxruntime-gpu; preset "accurate" or "fast"; models from models_dir, else
     $HEATVOL_MODELS, else the per-user cache, see weights.locate), "blazepose" (CPU) or
     "mmpose" (det/pose configs and checkpoints; device cpu or cuda). det_score_thr: None =
-    the backend's default (topdown 0.15, blazepose and mmpose 0.5). labels: a labels.csv path or {stem: label}; folder-per-class
-    inputs label themselves. workers: videos processed in parallel processes (results are
+    the backend's default (topdown 0.15, blazepose and mmpose 0.5). labels: a labels.csv
+    path or {stem: label}; folder-per-class inputs label themselves. workers: videos processed in parallel processes (results are
     written by this process). Returns an ExtractReport; failures are also in the store.
     """
     from tqdm import tqdm

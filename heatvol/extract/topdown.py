@@ -22,6 +22,9 @@ Per frame (BGR uint8 [H, W, 3]):
    box, warped from the full-resolution frame (``cv2.warpAffine``; outside the frame is
    black), MoveNet gives (y, x, score) per COCO-17 joint in [0, 1] of the crop; mapped back
    to frame pixels by ``crop_to_frame``.
+   Boxes are taken best first; an unsure box (score < ``sure_score``) lying mostly inside
+   the joints' box of a person already found in the frame is skipped, and on video an
+   unsure box that gave no person is not tried again for ``recheck`` frames.
 4. **Deduplicate**: two people whose visible joints coincide (median distance < ``dup_dist``
    x the person's size) are one; the one with the higher pose score is kept.
 
@@ -68,6 +71,7 @@ class TopDownConfig:
     dup_dist: float = 0.1
     skip_inside: float = 0.8
     sure_score: float = 0.3
+    recheck: int = 10  # frames before a weak unsure box is tried again (video)
 
 
 PRESETS: dict[str, TopDownConfig] = {
@@ -370,6 +374,7 @@ class TopDownBackend(Backend):
             raise ValueError(f"topdown runs nanodet + movenet-thunder/lightning, got "
                              f"{cfg.detector} + {cfg.pose}")
         self.detector = NanoDetDetector(self.detector_path, device, num_threads)
+        self._t = 0
         self.pose = MoveNetPose(self.pose_path, device, num_threads)
 
     def describe(self) -> dict:
@@ -386,9 +391,13 @@ class TopDownBackend(Backend):
         return filter_boxes(b, s, score_thr=c.det_score_thr, iou_thr=c.nms_iou,
                             min_size=c.min_box, max_boxes=c.max_people)
 
-    def estimate(self, frame: np.ndarray, boxes: np.ndarray, box_scores: np.ndarray
-                 ) -> FramePoses:
-        """Poses of the people in ``boxes`` (deduplicated, weak poses dropped)."""
+    def estimate(self, frame: np.ndarray, boxes: np.ndarray, box_scores: np.ndarray,
+                 rejected: list | None = None) -> FramePoses:
+        """Poses of the people in ``boxes`` (deduplicated, weak poses dropped).
+
+        rejected: on video, a list of unsure boxes whose pose was too weak in a recent
+        frame; unsure boxes matching one (IoU >= 0.7) are skipped, and this frame's weak
+        unsure boxes are appended to it (``process`` ages the list)."""
         c = self.config
         if len(boxes) == 0:
             return FramePoses.empty(17)
@@ -408,14 +417,19 @@ class TopDownBackend(Backend):
         ran = np.zeros(n, bool)
         found: list[np.ndarray] = []
         for i in range(n):
-            if found and box_scores[i] < c.sure_score and \
-                    _inside(boxes[i], np.stack(found)).max() >= c.skip_inside:
+            unsure = box_scores[i] < c.sure_score
+            if unsure and found and _inside(boxes[i], np.stack(found)).max() >= c.skip_inside:
+                continue
+            if unsure and rejected and \
+                    _box_iou(boxes[i:i + 1], np.stack([r[0] for r in rejected])).max() >= 0.7:
                 continue
             k, s = self.pose.estimate(frame, centres[i:i + 1], sides[i:i + 1])
             kp[i], sc[i], ran[i] = k[0], s[0], True
             kb = keypoint_box(k[0], s[0], c.kp_thr)
             if kb is not None and s[0].mean() >= c.min_pose_score:
                 found.append(kb)
+            elif unsure and rejected is not None:
+                rejected.append((boxes[i], self._t))
         person = sc.mean(1) * box_scores
         good = np.nonzero(ran & (sc.mean(1) >= c.min_pose_score))[0]
         keep = good[_dedup(kp[good], sc[good], person[good], c.kp_thr, c.dup_dist)]
@@ -429,7 +443,13 @@ class TopDownBackend(Backend):
     def process(self, frames: Iterable[np.ndarray]) -> Iterator[FramePoses]:
         c = self.config
         prev: FramePoses | None = None
+        # Unsure boxes that gave no person (a loudspeaker, a chair: the detector finds the
+        # same ones frame after frame at the low threshold) are not tried again for
+        # ``recheck`` frames.
+        rejected: list = []
         for t, frame in enumerate(frames):
+            self._t = t
+            rejected[:] = [r for r in rejected if t - r[1] < c.recheck]
             followed, followed_scores = [], []
             if prev is not None:
                 for i in range(len(prev)):
@@ -449,5 +469,5 @@ class TopDownBackend(Backend):
                 scores = np.concatenate([ds, fs])
             else:
                 boxes, scores = fb, fs
-            prev = self.estimate(frame, boxes, scores)
+            prev = self.estimate(frame, boxes, scores, rejected)
             yield prev
