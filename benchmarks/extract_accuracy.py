@@ -261,6 +261,8 @@ def main(argv=None) -> None:
         for name, size, spec, n, fps, cpu, found in rows:
             print(f"{name:<22} {size:>10} {spec:<18} {n:>6} {fps:>9.1f} {cpu:>12.0f} "
                   f"{found:>12.2f}")
+        load = os.getloadavg()
+        print(f"# load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         return
     rows = accuracy(args.backends, args.models, overrides)
     print(f"{'set':<12} {'backend':<18} {'found':>9} {'%':>6} {'AP':>6} {'ms/image':>9} "
