@@ -426,15 +426,16 @@ def _read_video(path: Path):
                 type=click.Path(path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
               help="Pose store to write (HDF5); an existing one is resumed.")
-@click.option("--backend", type=click.Choice(["topdown", "blazepose", "mmpose"]),
+@click.option("--backend", type=click.Choice(["topdown", "rtmpose", "blazepose", "mmpose"]),
               default="topdown", show_default=True,
               help="topdown: person detector (NanoDet) + pose model per person (MoveNet), "
-              "ONNX, offline. blazepose: MediaPipe 0.10.14's models, CPU. mmpose: mmdet "
+              "ONNX, offline. rtmpose: YOLOX + RTMPose ONNX exports (downloaded to the cache "
+              "on first use). blazepose: MediaPipe 0.10.14's models, CPU. mmpose: mmdet "
               "detector + HRNet (optional extra).")
-@click.option("--preset", type=click.Choice(["accurate", "fast"]), default="accurate",
-              show_default=True, help="topdown: accurate = NanoDet + MoveNet Thunder, "
-              "detector every frame; fast = NanoDet + MoveNet Lightning, detector every 3rd "
-              "frame.")
+@click.option("--preset", default=None,
+              help="topdown: accurate (NanoDet + MoveNet Thunder, detector every frame; the "
+              "default) or fast (NanoDet + MoveNet Lightning, detector every 3rd frame). "
+              "rtmpose: rtmpose-m (default), rtmpose-s, rtmpose-x.")
 @click.option("--models", "models_dir", type=click.Path(path_type=Path), default=None,
               help="topdown: folder holding the model files [default: $HEATVOL_MODELS, then "
               "~/.cache/heatvol/models].")
@@ -504,7 +505,7 @@ def extract_cmd(inputs, out, backend, preset, models_dir, layout, max_persons, d
         fail("the blazepose backend runs on the CPU only; use --backend mmpose for --device cuda")
     if backend == "blazepose" and layout != "coco17" and layout != "blazepose33":
         fail(f"--layout {layout}: blazepose gives coco17 or blazepose33")
-    if backend in ("mmpose", "topdown") and layout != "coco17":
+    if backend in ("mmpose", "topdown", "rtmpose") and layout != "coco17":
         fail(f"--backend {backend} gives coco17 keypoints only")
 
     def on_failure(name, reason):

@@ -43,7 +43,7 @@ from .video import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoError, frame_files,
 __all__ = ["extract_videos", "extract_video", "ExtractReport", "ExtractError", "make_backend",
            "find_videos", "read_labels", "BackendUnavailable", "BACKENDS"]
 
-BACKENDS = ("topdown", "blazepose", "mmpose")
+BACKENDS = ("topdown", "rtmpose", "blazepose", "mmpose")
 
 
 class ExtractError(Exception):
@@ -181,6 +181,17 @@ def make_backend(backend: str = "topdown", **options) -> Backend:
             opts["device"] = "cuda" if "CUDAExecutionProvider" in \
                 ort.get_available_providers() else "cpu"
         return TopDownBackend(options.get("preset") or "accurate", **opts)
+    if backend == "rtmpose":
+        from .rtmpose import RTMPoseBackend
+
+        opts = {k: v for k, v in options.items() if k in (
+            "layout", "det_score_thr", "det_interval", "device", "num_threads",
+            "models_dir") and v is not None}
+        if opts.get("device") == "auto":
+            import onnxruntime as ort
+            opts["device"] = "cuda" if "CUDAExecutionProvider" in \
+                ort.get_available_providers() else "cpu"
+        return RTMPoseBackend(options.get("preset") or "rtmpose-m", **opts)
     if backend == "blazepose":
         from .blazepose import BlazePoseBackend
 
@@ -290,7 +301,7 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
         raise ExtractError(f"max_persons must be >= 1, got {max_persons}")
     if device not in ("cpu", "cuda", "auto"):
         raise ExtractError(f"device must be cpu, cuda or auto, got {device!r}")
-    if device == "cuda" and backend != "topdown":  # topdown asks onnxruntime
+    if device == "cuda" and backend not in ("topdown", "rtmpose"):  # these ask onnxruntime
         import torch
         if not torch.cuda.is_available():
             raise ExtractError("--device cuda asked, but torch sees no usable GPU")
@@ -424,14 +435,14 @@ def _existing_sources(out) -> dict:
 
 def _check_backend(backend: str, options: dict) -> None:
     """Fail early, in this process, when the backend is not installed (before workers)."""
-    if backend == "topdown":
+    if backend in ("topdown", "rtmpose"):
         make_backend(backend, **options).close()
     elif backend == "blazepose":
         from .blazepose import model_paths
         model_paths()
     else:
-        from .mmpose import _import
-        _import()
+        from .mmpose import require
+        require()
 
 
 def _run_parallel(todo, by_path, backend, options, workers, record, bar) -> None:
