@@ -253,3 +253,22 @@ def test_topdown_finds_the_people_of_a_real_clip(tmp_path):
         # a track does not jump: its hip centre moves < 10 % of the frame width per frame
         hip = kp[:2, :, 11:13].mean(2)
         assert np.abs(np.diff(hip[..., 0], axis=1)).max() < 128
+
+
+@pytest.mark.parametrize("preset,interval", [("fast", 3), ("accurate", 1)])
+def test_a_person_who_enters_is_found_at_the_next_detector_run(preset, interval):
+    """COCO 000000000785 (one skier): hidden (greyed out) in frames 0-3, visible from frame
+    4 on. The detector runs every `interval` frames, so the skier is found by frame
+    4 + interval - 1 and kept from then on."""
+    from heatvol.extract.topdown import TopDownBackend
+
+    img = cv2.imread(str(shared_data("pose_images/coco") / "000000000785.jpg"))
+    hidden = img.copy()
+    hidden[40:400, 270:510] = 128  # the annotated box is (281, 45, 219, 347)
+    frames = [hidden] * 4 + [img] * 8
+    be = TopDownBackend(preset, models_dir=models_dir())
+    found = [len(fp) > 0 and bool((fp.scores.mean(1) > 0.3).any()) for fp in be.process(frames)]
+    assert not any(found[:4]), found
+    first = found.index(True)
+    assert first <= 4 + interval - 1, found
+    assert all(found[first:]), found
