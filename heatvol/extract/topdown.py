@@ -374,7 +374,6 @@ class TopDownBackend(Backend):
             raise ValueError(f"topdown runs nanodet + movenet-thunder/lightning, got "
                              f"{cfg.detector} + {cfg.pose}")
         self.detector = NanoDetDetector(self.detector_path, device, num_threads)
-        self._t = 0
         self.pose = MoveNetPose(self.pose_path, device, num_threads)
 
     def describe(self) -> dict:
@@ -392,12 +391,12 @@ class TopDownBackend(Backend):
                             min_size=c.min_box, max_boxes=c.max_people)
 
     def estimate(self, frame: np.ndarray, boxes: np.ndarray, box_scores: np.ndarray,
-                 rejected: list | None = None) -> FramePoses:
+                 rejected: list | None = None, t: int = 0) -> FramePoses:
         """Poses of the people in ``boxes`` (deduplicated, weak poses dropped).
 
         rejected: on video, a list of unsure boxes whose pose was too weak in a recent
         frame; unsure boxes matching one (IoU >= 0.7) are skipped, and this frame's weak
-        unsure boxes are appended to it (``process`` ages the list)."""
+        unsure boxes are appended to it as (box, t) (``process`` ages the list)."""
         c = self.config
         if len(boxes) == 0:
             return FramePoses.empty(17)
@@ -429,7 +428,7 @@ class TopDownBackend(Backend):
             if kb is not None and s[0].mean() >= c.min_pose_score:
                 found.append(kb)
             elif unsure and rejected is not None:
-                rejected.append((boxes[i], self._t))
+                rejected.append((boxes[i], t))
         person = sc.mean(1) * box_scores
         good = np.nonzero(ran & (sc.mean(1) >= c.min_pose_score))[0]
         keep = good[_dedup(kp[good], sc[good], person[good], c.kp_thr, c.dup_dist)]
@@ -448,7 +447,6 @@ class TopDownBackend(Backend):
         # ``recheck`` frames.
         rejected: list = []
         for t, frame in enumerate(frames):
-            self._t = t
             rejected[:] = [r for r in rejected if t - r[1] < c.recheck]
             followed, followed_scores = [], []
             if prev is not None:
@@ -469,5 +467,5 @@ class TopDownBackend(Backend):
                 scores = np.concatenate([ds, fs])
             else:
                 boxes, scores = fb, fs
-            prev = self.estimate(frame, boxes, scores, rejected)
+            prev = self.estimate(frame, boxes, scores, rejected, t)
             yield prev
