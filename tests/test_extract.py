@@ -204,8 +204,9 @@ def test_blazepose_finds_nobody_in_an_empty_room():
 def test_blazepose_on_the_sample_videos(tmp_path):
     videos = shared_data("videos")
     out = tmp_path / "poses.h5"
-    report = extract_videos([videos], out, progress=False)
-    assert sorted(report.extracted) == ["S001C001P001R001A001_rgb", "demo_skeleton", "ntu_sample"]
+    report = extract_videos([videos], out, backend="blazepose", progress=False)
+    # (the shared folder has gained street_5frames.mp4 since; these three are checked here)
+    assert {"S001C001P001R001A001_rgb", "demo_skeleton", "ntu_sample"} <= set(report.extracted)
     assert not report.failed
     with PoseStore(out) as store:
         assert store.check() == []
@@ -377,7 +378,7 @@ def test_cli_corrupt_file_among_good_ones_and_workers(tmp_path):
     (v / "corrupt.mp4").write_bytes(os.urandom(4096))
     out = tmp_path / "p.h5"
     res = CliRunner().invoke(main, ["extract", str(v), "--out", str(out), "-q",
-                                    "--workers", "2"])
+                                    "--backend", "blazepose", "--workers", "2"])
     assert res.exit_code == 3, res.output  # finished, one video skipped
     assert "failed corrupt" in res.output
     with PoseStore(out) as s:
@@ -386,7 +387,8 @@ def test_cli_corrupt_file_among_good_ones_and_workers(tmp_path):
         assert "corrupt" in s.failures
     info = CliRunner().invoke(main, ["info", str(out)])
     assert "failures    1" in info.output and "corrupt:" in info.output
-    res = CliRunner().invoke(main, ["extract", str(v), "--out", str(out), "-q"])
+    res = CliRunner().invoke(main, ["extract", str(v), "--out", str(out), "-q",
+                                    "--backend", "blazepose"])
     assert res.exit_code == 3 and "2 already there" in res.output
 
 

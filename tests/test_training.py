@@ -241,12 +241,16 @@ def test_bundled_default_preset_runs_with_small_overrides(store, tmp_path, monke
     (folder / "poses.h5").write_bytes(store.read_bytes())
     monkeypatch.chdir(folder)
     monkeypatch.delenv("HEATVOL_PRESET_PATH", raising=False)
-    res = CliRunner().invoke(main, ["train", "--preset", "default", "--max-steps", "1",
+    res = CliRunner().invoke(main, ["train", "--preset", "default", "--max-steps", "5",
                                     "--batch-size", "2", "--size", "16", "--clip-len", "8",
                                     "--quiet"])
     assert res.exit_code == 0, res.output
     ck = load_checkpoint(folder / "runs" / "default" / "last.pt")
-    assert ck["config"]["model"] == "slowonly" and ck["step"] == 1
+    assert ck["config"]["model"] == "slowonly" and ck["step"] == 5
+    if not torch.cuda.is_available():  # a GPU preset on a CPU: its estimated time, measured
+        warning = next(line for line in res.output.splitlines() if "warning: preset" in line)
+        assert "sized for a CUDA GPU but this run is on the CPU" in warning
+        assert "(mean of 3 steps), about" in warning and "--preset penn-x3d-cpu" in warning
 
 
 def test_train_errors_are_one_line(tmp_path, monkeypatch):
@@ -297,3 +301,158 @@ def test_warmup_cosine_schedule():
     t = WarmupCosine(opt, lr=1.0, total_steps=10, warmup_steps=2)
     t.load_state_dict(s.state_dict())
     assert t.apply() == s.apply()
+
+
+# --------------------------------------------------------------------------- issue 13
+
+
+INTERRUPT_SCRIPT = r"""
+import os, signal, sys, time
+import heatvol.training.loop as loop
+from heatvol.cli import main
+
+real_loss, calls = loop.training_loss, [0]
+
+def loss_then_ctrl_c(*args, **kwargs):
+    calls[0] += 1
+    loss = real_loss(*args, **kwargs)  # draws dropout RNG: a dropped step must restore it
+    if calls[0] == int(os.environ["STOP_AT_CALL"]):
+        print(f"SIGINT {time.time()!r}", flush=True)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(600):  # a very long step: Ctrl-C must not wait for its end
+            time.sleep(0.1)
+    return loss
+
+loop.training_loss = loss_then_ctrl_c
+main(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_mid_step_stops_at_once_and_resumes_exactly(store, tmp_path):
+    """SIGINT in the middle of step 4 (inside the forward pass, of a step that would take a
+    minute): the run stops within seconds with exit code 130, its checkpoint is the state
+    after step 3, and resuming it ends with the weights of an uninterrupted run."""
+    settings = dict(model_kwargs={"base_channels": 8, "stage_blocks": [1, 1, 1],
+                                  "dropout": 0.5})
+    full = train(tiny(store, tmp_path / "full", **settings))
+    work = tmp_path / "stopped"
+    cmd = [sys.executable, "-c", INTERRUPT_SCRIPT, "train", str(store), "--preset", "tiny",
+           "--work-dir", str(work), "--model", "x3d", "--clip-len", "8", "--size", "16",
+           "--batch-size", "4", "--lr", "0.05", "--epochs", "2", "--render-device", "cpu",
+           "--workers", "0", "--device", "cpu", "--seed", "3", "--set", "warmup_epochs=0.5",
+           "--set", "val_every=1", "--set",
+           "model_kwargs={base_channels: 8, stage_blocks: [1, 1, 1], dropout: 0.5}", "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "STOP_AT_CALL": "4"})
+    ended = time.time()
+    assert res.returncode == 130, res.stdout + res.stderr
+    sent = float(next(line for line in res.stdout.splitlines()
+                      if line.startswith("SIGINT")).split()[1])
+    assert ended - sent < 10, f"took {ended - sent:.1f} s to stop"
+    assert "stopped (interrupted) at step 3" in res.stdout
+    ck = load_checkpoint(work / "last.pt")
+    assert ck["step"] == 3 and ck["sampler"]["epoch"] == 1 and ck["sampler"]["position"] == 0
+    done = train(tiny(store, work, resume="auto", **settings))
+    assert done["steps"] == full["steps"] == 6
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(work / "last.pt")
+    assert_same_state(a["model"], b["model"])
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+
+
+WORKER_FAILURE_SCRIPT = r"""
+import os, sys
+import heatvol.data as data
+from heatvol.cli import main
+from heatvol.store import StoreError
+
+def broken(self, item):
+    if os.environ["KIND"] == "store":
+        raise StoreError("poses.h5: sequence 'train003': damaged chunk (Fletcher-32 mismatch)")
+    raise ValueError("a sample that cannot be read")
+
+data.PoseDataset.__getitem__ = broken
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("kind", ["value", "store"])
+def test_an_exception_in_a_worker_ends_the_run_with_one_line(store, tmp_path, kind):
+    """A dataset that raises in its DataLoader workers: one line, exit 1, never a hang."""
+    cmd = [sys.executable, "-c", WORKER_FAILURE_SCRIPT, "train", str(store), "--preset",
+           "tiny", "--work-dir", str(tmp_path / "w"), "--workers", "2", "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=90,
+                         env={**os.environ, "KIND": kind})
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    if kind == "store":
+        assert lines[0] == ("heatvol: error: poses.h5: sequence 'train003': damaged chunk "
+                            "(Fletcher-32 mismatch)")
+    else:
+        assert lines[0] == ("heatvol: error: a DataLoader worker failed: ValueError: a sample "
+                            "that cannot be read")
+
+
+def test_impossible_settings_fail_before_anything_is_created(store, tmp_path):
+    runner = CliRunner()
+    work = tmp_path / "w"
+    res = runner.invoke(main, ["train", str(store), "--preset", "tiny", "--size", "0",
+                               "--work-dir", str(work)])
+    assert res.exit_code == 2 and "--size must be positive" in res.output
+    cases = [(["--set", "size=0"], "--size must be positive"),
+             (["--set", "size=[16, 16, 16]"], "--size must be an int or (H, W)"),
+             (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
+             (["--clip-len", "-3"], "--clip-len must be an integer >= 1"),
+             (["--epochs", "0"], "--epochs must be an integer >= 1"),
+             (["--set", "render_device=gpu"], "--render-device must be one of auto, cpu, cuda")]
+    for args, message in cases:
+        res = runner.invoke(main, ["train", str(store), "--preset", "tiny", "--work-dir",
+                                   str(work), *args])
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1, (args, res.output)
+        assert lines[0].startswith(f"heatvol: error: {message}"), (args, res.output)
+    assert not work.exists()
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused(store, tmp_path):
+    import zipfile
+
+    train(tiny(store, tmp_path / "run", epochs=1))
+    ckpt = tmp_path / "run" / "last.pt"
+    assert load_checkpoint(ckpt)["checksum"]
+    with zipfile.ZipFile(ckpt) as z:  # the largest tensor's bytes, stored uncompressed
+        info = max((i for i in z.infolist() if "/data/" in i.filename),
+                   key=lambda i: i.file_size)
+    raw = bytearray(ckpt.read_bytes())
+    header = info.header_offset
+    name_len = int.from_bytes(raw[header + 26:header + 28], "little")
+    extra_len = int.from_bytes(raw[header + 28:header + 30], "little")
+    start = header + 30 + name_len + extra_len
+    raw[start + info.file_size // 2] ^= 0x10
+    ckpt.write_bytes(bytes(raw))
+    with pytest.raises(Exception, match="damaged checkpoint"):
+        load_checkpoint(ckpt)
+    res = CliRunner().invoke(main, ["test", str(store), "-c", str(ckpt), "--num-clips", "1"])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 1, res.output
+    assert lines[0].startswith(f"heatvol: error: {ckpt}: damaged checkpoint")
+    res = CliRunner().invoke(main, ["train", "--work-dir", str(tmp_path / "run"), "--resume"])
+    assert res.exit_code == 1 and "damaged checkpoint" in res.output
+
+
+def test_epoch_speed_is_the_epochs_average_and_the_banner_is_right(store, tmp_path):
+    summary = train(tiny(store, tmp_path / "run", epochs=1, val_every=0))
+    log = (tmp_path / "run" / "train.log").read_text()
+    line = next(x for x in log.splitlines() if "epoch 1 done" in x)
+    reported = float(line.split(" samples/s (epoch average)")[0].rsplit(" ", 1)[1])
+    steps = summary["timings"]
+    expected = len(steps) * 4 / sum(total for _, total in steps)
+    assert reported == pytest.approx(expected, rel=0.05, abs=0.1), (line, expected)
+    assert "no validation (val_every 0)" in log and "test val" not in log
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert "pip install heatvol[tensorboard]" in log
+    res = CliRunner().invoke(main, ["train", "--help"])
+    assert "pip install heatvol[tensorboard]" in " ".join(res.output.split())

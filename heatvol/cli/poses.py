@@ -48,6 +48,12 @@ def _formats():
     return FORMATS
 
 
+def _extract_backends():
+    from ..extract import BACKENDS
+
+    return BACKENDS
+
+
 def open_any(path: Path):
     """A pose store or a volume file, by its format attribute."""
     from ..store import PoseStore, StoreError
@@ -62,28 +68,40 @@ def open_any(path: Path):
 
 
 @click.command("extract", context_settings=CONTEXT)
-@click.argument("inputs", nargs=-1, required=True, metavar="VIDEOS_OR_FOLDERS...",
+@click.argument("inputs", nargs=-1, required=True, metavar="VIDEOS_FRAMES_OR_IMAGES...",
                 type=click.Path(path_type=Path))
 @click.option("--out", "-o", default="poses.h5", show_default=True,
               type=click.Path(path_type=Path),
               help="Pose store to write (HDF5); an existing one is resumed.")
-@click.option("--backend", type=click.Choice(["blazepose", "mmpose"]), default="blazepose",
-              show_default=True, help="blazepose: MediaPipe 0.10.14's models, CPU, offline. "
-              "mmpose: mmdet detector + HRNet (optional extra).")
+@click.option("--backend", type=LazyChoice(_extract_backends), default="topdown",
+              show_default=True,
+              help="topdown: person detector (NanoDet) + pose model per person (MoveNet), "
+              "ONNX, offline. rtmpose: YOLOX + RTMPose ONNX exports (downloaded to the cache "
+              "on first use). blazepose: MediaPipe 0.10.14's models, CPU. mmpose: mmdet "
+              "detector + HRNet (optional extra).")
+@click.option("--preset", default=None,
+              help="topdown: accurate (NanoDet + MoveNet Thunder, detector every frame; the "
+              "default) or fast (NanoDet + MoveNet Lightning, detector every 3rd frame). "
+              "rtmpose: rtmpose-m (default), rtmpose-s, rtmpose-x.")
+@click.option("--models", "models_dir", type=click.Path(path_type=Path), default=None,
+              help="topdown, rtmpose: folder holding the model files [default: $HEATVOL_MODELS, "
+              "then ~/.cache/heatvol/models].")
 @click.option("--layout", type=click.Choice(["coco17", "blazepose33"]), default="coco17",
               show_default=True, help="Keypoint layout to store (blazepose33: blazepose only).")
 @click.option("--max-persons", default=2, show_default=True,
               help="People per frame, and tracks kept per video (highest total score).")
 @click.option("--det-score-thr", type=float, default=None,
-              help="Person detector score threshold [default: 0.5].")
+              help="Person detector score threshold [default: topdown 0.15, others 0.5].")
 @click.option("--det-interval", type=int, default=None,
-              help="blazepose: run the detector at least every N frames; in between, people "
-              "are followed from their landmarks [default: 4].")
+              help="Run the detector at least every N frames; in between, people are "
+              "followed from their keypoints [default: topdown accurate 1, fast 3; "
+              "blazepose 4].")
 @click.option("--workers", default=1, show_default=True,
               help="Videos processed in parallel (processes); results are written by the "
               "main process.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
-              show_default=True, help="mmpose: where to run (blazepose is CPU only).")
+              show_default=True, help="topdown, rtmpose, mmpose: where to run (cuda needs "
+              "onnxruntime-gpu for the ONNX backends; blazepose is CPU only).")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="CSV of video,label (label: class name or index). A folder "
               "of class folders (videos/<class>/*.mp4) labels itself.")
@@ -96,25 +114,28 @@ def open_any(path: Path):
 @click.option("--overwrite", is_flag=True, help="Redo videos already in the store.")
 @click.option("--shard", "shard_opt", default=None, metavar="K/N", help=SHARD_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_interval, workers,
-                device, labels, det_config, det_checkpoint, pose_config, pose_checkpoint,
-                overwrite, quiet, shard_opt=None):
-    """Extract tracked 2D poses from videos into a pose store.
+def extract_cmd(inputs, out, backend, preset, models_dir, layout, max_persons, det_score_thr,
+                det_interval, workers, device, labels, det_config, det_checkpoint, pose_config,
+                pose_checkpoint, overwrite, quiet, shard_opt=None):
+    """Extract tracked 2D poses from videos, folders of frames and images into a pose store.
 
-    Each video becomes one sequence named by its file stem, with T = its decoded frame
-    count, keypoints in full-frame pixels with scores, its image shape and fps. People keep
-    their index across frames; at most --max-persons tracks per video are kept. Videos
+    Each video becomes one sequence named by its file stem, a folder of frames one sequence
+    named by the folder (frames in name order), an image a one-frame sequence; T = the
+    decoded frame count, keypoints in full-frame pixels with scores, image shape and fps.
+    People keep their index across frames; at most --max-persons tracks per video are kept. Videos
     already in the store are skipped (--overwrite redoes them), so a killed run resumes
     where it stopped. An unreadable, corrupt or zero-frame video is recorded as a failure
     (see `heatvol info`) and the run goes on; the exit status is then 3.
 
     \b
-    Install the default backend (BlazePose, CPU, no downloads at run time):
-      pip install --no-deps -r requirements-extract.txt
+    The default backend's model files (nanodet.onnx, movenet-thunder.onnx,
+    movenet-lightning.onnx) are read from --models DIR, else $HEATVOL_MODELS, else
+    ~/.cache/heatvol/models; nothing is downloaded when they are there.
 
     \b
     Examples:
-      heatvol extract ../shared/data/videos                   # -> poses.h5
+      heatvol extract ../shared/data/videos --models ../shared/models   # -> poses.h5
+      HEATVOL_MODELS=../shared/models heatvol extract frames_folder/ image.jpg --out p.h5
       heatvol extract videos/ --out poses.h5 --labels labels.csv --workers 2
       heatvol show poses.h5 S001C001P001R001A001_rgb --out p.png \\
           --video ../shared/data/videos/S001C001P001R001A001_rgb.avi
@@ -127,11 +148,12 @@ def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_in
     if workers < 1:
         fail(f"--workers must be at least 1, got {workers}", EXIT_USAGE)
     if backend == "blazepose" and device == "cuda":
-        fail("the blazepose backend runs on the CPU only; use --backend mmpose for --device cuda", EXIT_USAGE)
+        fail("the blazepose backend runs on the CPU only; use --backend topdown for --device "
+             "cuda", EXIT_USAGE)
     if backend == "blazepose" and layout != "coco17" and layout != "blazepose33":
         fail(f"--layout {layout}: blazepose gives coco17 or blazepose33", EXIT_USAGE)
-    if backend == "mmpose" and layout != "coco17":
-        fail("--backend mmpose gives coco17 keypoints only", EXIT_USAGE)
+    if backend in ("mmpose", "topdown", "rtmpose") and layout != "coco17":
+        fail(f"--backend {backend} gives coco17 keypoints only", EXIT_USAGE)
 
     def on_failure(name, reason):
         click.echo(f"heatvol: failed {name}: {reason}", err=True)
@@ -150,7 +172,8 @@ def extract_cmd(inputs, out, backend, layout, max_persons, det_score_thr, det_in
             return report
 
     try:
-        report = extract_videos(list(inputs), out, backend=backend, layout=layout,
+        report = extract_videos(list(inputs), out, backend=backend, preset=preset,
+                                models_dir=models_dir, layout=layout,
                                 max_persons=max_persons, det_score_thr=det_score_thr,
                                 det_interval=det_interval, workers=workers, device=device,
                                 labels=labels, overwrite=overwrite, progress=not quiet,

@@ -1,14 +1,23 @@
-"""Videos -> tracked 2D poses in a pose store (``heatvol extract``).
+"""Videos, folders of frames and images -> tracked 2D poses in a pose store
+(``heatvol extract``).
 
 >>> from heatvol.extract import extract_videos
->>> report = extract_videos(["../shared/data/videos"], "poses.h5")
+>>> report = extract_videos(["../shared/data/videos"], "poses.h5",
+...                         models_dir="../shared/models")
 >>> report.extracted, report.failed
 
-Every video becomes one sequence named by its file stem: keypoints [M, T, K, 2] in
-full-frame pixels, scores [M, T, K], T = its decoded frame count, its image shape and fps.
-Pipeline per video: a reader thread decodes ahead (``video.VideoReader``), a backend finds
-people in each frame (``blazepose`` by default, or ``mmpose``), ``tracking.track_poses``
-links them into at most ``max_persons`` tracks. See docs/extract.md.
+Every input becomes one sequence: a video file (named by its stem), a folder of frames
+(named by the folder; frames in name order, digit runs compared as numbers) or one image
+(T = 1, named by its stem). Keypoints [M, T, K, 2] in full-frame pixels, scores [M, T, K],
+T = the frames decoded, the image shape and fps (0 for frames and images); the sequence's
+``source`` is the path; the store's ``attrs["source_kinds"]`` maps the name of every
+sequence that is not a video to "frames" or "image", and ``attrs["extractor"]`` says what
+the last run used (backend, preset, model files).
+Pipeline per sequence: a reader thread decodes ahead (``video.open_sequence``), a backend
+finds people in each frame (``topdown`` by default: person detector + pose model per box,
+ONNX, offline; or ``blazepose``, ``mmpose``), ``tracking.track_poses`` links them into at
+most ``max_persons`` tracks. Model files are found by ``weights.locate``. See
+docs/extract.md.
 
 Robustness: videos already in the store are skipped (``overwrite=True`` redoes them); each
 video is committed on its own, so a killed run loses at most the videos in flight; an
@@ -28,12 +37,13 @@ from pathlib import Path
 
 from .base import Backend, BackendUnavailable, FramePoses
 from .tracking import track_poses
-from .video import VIDEO_EXTENSIONS, VideoError, VideoReader
+from .video import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoError, frame_files,
+                    open_sequence, source_kind)
 
 __all__ = ["extract_videos", "extract_video", "ExtractReport", "ExtractError", "make_backend",
            "find_videos", "read_labels", "BackendUnavailable", "BACKENDS"]
 
-BACKENDS = ("blazepose", "mmpose")
+BACKENDS = ("topdown", "rtmpose", "blazepose", "mmpose")
 
 
 class ExtractError(Exception):
@@ -44,6 +54,7 @@ class ExtractError(Exception):
 class VideoItem:
     path: Path
     name: str
+    kind: str = "video"  # "video", "frames" (a folder of images) or "image"
     label_name: str | None = None  # class name (folder-per-class or labels.csv)
     label_index: int | None = None  # integer label from labels.csv
 
@@ -66,24 +77,33 @@ class ExtractReport:
 
 
 def find_videos(inputs: Iterable[str | os.PathLike]) -> list[VideoItem]:
-    """Videos named by ``inputs``: files as given (any extension), folders searched for video
-    files. A folder holding no video itself but sub-folders with videos is a folder-per-class
-    layout: ``videos/<class>/*.mp4`` -> label = class name."""
+    """The sequences named by ``inputs``. A file is a video (any extension but an image's)
+    or one image (.jpg, .png, ...; a one-frame sequence). A folder holding video files:
+    each is a sequence. A folder holding images (and no video): one sequence of frames, in
+    name order. A folder holding neither: each sub-folder holding videos is a class
+    (``videos/<class>/*.mp4`` -> label = class name) and each sub-folder holding images is
+    a sequence of frames (``images/<sequence>/000001.jpg``, as PoseTrack ships them)."""
     items: list[VideoItem] = []
     for inp in inputs:
         p = Path(inp)
         if p.is_file():
-            items.append(VideoItem(p, p.stem))
+            items.append(VideoItem(p, p.stem, kind=source_kind(p)))
         elif p.is_dir():
             direct = sorted(f for f in p.iterdir()
                             if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
             if direct:
                 items += [VideoItem(f, f.stem) for f in direct]
                 continue
+            if frame_files(p):
+                items.append(VideoItem(p, p.name, kind="frames"))
+                continue
             for sub in sorted(d for d in p.iterdir() if d.is_dir()):
-                for f in sorted(sub.rglob("*")):
-                    if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS:
-                        items.append(VideoItem(f, f.stem, label_name=sub.name))
+                videos = [f for f in sorted(sub.rglob("*"))
+                          if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS]
+                if videos:
+                    items += [VideoItem(f, f.stem, label_name=sub.name) for f in videos]
+                elif frame_files(sub):
+                    items.append(VideoItem(sub, sub.name, kind="frames"))
         else:
             raise ExtractError(f"{p}: no such file or folder")
     seen: dict[str, Path] = {}
@@ -94,8 +114,10 @@ def find_videos(inputs: Iterable[str | os.PathLike]) -> list[VideoItem]:
         seen[it.name] = it.path
     unique = {it.name: it for it in items}
     if not unique:
-        raise ExtractError("no video found in " + ", ".join(str(i) for i in inputs) +
-                           f" (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+        raise ExtractError("no video, image or folder of frames found in " +
+                           ", ".join(str(i) for i in inputs) +
+                           f" (videos: {', '.join(sorted(VIDEO_EXTENSIONS))}; images: "
+                           f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
     return list(unique.values())
 
 
@@ -145,8 +167,31 @@ def _assign_labels(items: list[VideoItem], labels: dict[str, str] | None,
 # --------------------------------------------------------------------------- backends
 
 
-def make_backend(backend: str = "blazepose", **options) -> Backend:
-    """A backend by name; BackendUnavailable (with the install line) when it is missing."""
+def make_backend(backend: str = "topdown", **options) -> Backend:
+    """A backend by name; BackendUnavailable (with the install line, or the model file to
+    put where) when it is missing."""
+    if backend == "topdown":
+        from .topdown import TopDownBackend
+
+        opts = {k: v for k, v in options.items() if k in (
+            "layout", "det_score_thr", "det_interval", "device", "num_threads",
+            "models_dir") and v is not None}
+        if opts.get("device") == "auto":
+            import onnxruntime as ort
+            opts["device"] = "cuda" if "CUDAExecutionProvider" in \
+                ort.get_available_providers() else "cpu"
+        return TopDownBackend(options.get("preset") or "accurate", **opts)
+    if backend == "rtmpose":
+        from .rtmpose import RTMPoseBackend
+
+        opts = {k: v for k, v in options.items() if k in (
+            "layout", "det_score_thr", "det_interval", "device", "num_threads",
+            "models_dir") and v is not None}
+        if opts.get("device") == "auto":
+            import onnxruntime as ort
+            opts["device"] = "cuda" if "CUDAExecutionProvider" in \
+                ort.get_available_providers() else "cpu"
+        return RTMPoseBackend(options.get("preset") or "rtmpose-m", **opts)
     if backend == "blazepose":
         from .blazepose import BlazePoseBackend
 
@@ -166,10 +211,11 @@ def make_backend(backend: str = "blazepose", **options) -> Backend:
 
 def extract_video(path: str | os.PathLike, backend: Backend, *, max_persons: int = 2,
                   on_frame: Callable[[int], None] | None = None) -> dict:
-    """One video -> {"keypoints" [M, T, K, 2], "scores" [M, T, K], "img_shape", "fps",
-    "frames", "seconds"}. Raises VideoError when the video cannot be read."""
+    """One video, folder of frames or image -> {"keypoints" [M, T, K, 2], "scores"
+    [M, T, K], "img_shape", "fps", "frames", "seconds"}. Raises VideoError when it cannot
+    be read."""
     t0 = time.perf_counter()
-    reader = VideoReader(path)
+    reader = open_sequence(path)
     per_frame: list[FramePoses] = []
 
     def frames():
@@ -223,7 +269,8 @@ def _one_line(text: str) -> str:
 
 
 def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
-                   out: str | os.PathLike, *, backend: str = "blazepose",
+                   out: str | os.PathLike, *, backend: str = "topdown",
+                   preset: str | None = None, models_dir: str | os.PathLike | None = None,
                    layout: str = "coco17", max_persons: int = 2,
                    det_score_thr: float | None = None, workers: int = 1, device: str = "cpu",
                    labels: str | os.PathLike | dict | None = None, overwrite: bool = False,
@@ -232,12 +279,14 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
                    pose_config: str | None = None, pose_checkpoint: str | None = None,
                    only: Container[str] | None = None,
                    on_failure: Callable[[str, str], None] | None = None) -> ExtractReport:
-    """Extract poses from videos (files or folders) into the pose store ``out``.
+    """Extract poses from videos, folders of frames and images into the pose store ``out``.
 
-    backend: "blazepose" (default; CPU, offline) or "mmpose" (det/pose configs and
-    checkpoints; device cpu or cuda). det_score_thr: None = the backend's default
-    (0.5 for both). labels: a labels.csv path or {stem: label}; folder-per-class
-    inputs label themselves. workers: videos processed in parallel processes (results are
+    backend: "topdown" (default; NanoDet + MoveNet ONNX models, offline, CPU or cuda with
+    onnxruntime-gpu; preset "accurate" or "fast"; models from models_dir, else
+    $HEATVOL_MODELS, else the per-user cache, see weights.locate), "blazepose" (CPU) or
+    "mmpose" (det/pose configs and checkpoints; device cpu or cuda). det_score_thr: None =
+    the backend's default (topdown 0.15, blazepose and mmpose 0.5). labels: a labels.csv
+    path or {stem: label}; folder-per-class inputs label themselves. workers: videos processed in parallel processes (results are
     written by this process). Returns an ExtractReport; failures are also in the store.
     only: extract only the inputs of these names (a shard's share, :mod:`heatvol.shard`);
     classes still come from every input, so shards agree on them.
@@ -255,20 +304,37 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
         raise ExtractError(f"max_persons must be >= 1, got {max_persons}")
     if device not in ("cpu", "cuda", "auto"):
         raise ExtractError(f"device must be cpu, cuda or auto, got {device!r}")
-    if device == "cuda":
+    if device == "cuda" and backend not in ("topdown", "rtmpose"):  # these ask onnxruntime
         import torch
         if not torch.cuda.is_available():
             raise ExtractError("--device cuda asked, but torch sees no usable GPU")
     items = find_videos(inputs)
     label_map = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels
-    options = {"layout": layout, "max_persons": int(max_persons),
+    options = {"layout": layout, "max_persons": int(max_persons), "preset": preset,
+               "models_dir": None if models_dir is None else str(models_dir),
                "det_score_thr": det_score_thr, "device": device, "det_interval": det_interval,
                "det_config": det_config, "det_checkpoint": det_checkpoint,
                "pose_config": pose_config, "pose_checkpoint": pose_checkpoint}
 
+    # The backend is made before the store is opened: a missing package or model file
+    # stops the run before anything is written.
+    be = make_backend(backend, **options) if int(workers) <= 1 else None
+    if be is None:
+        _check_backend(backend, options)
+    extractor = be.describe() if be is not None and hasattr(be, "describe") else \
+        {"backend": backend, "preset": preset}
     report = ExtractReport()
-    writer = PoseWriter(out, layout=layout, commit_every=1 << 30)
     try:
+        writer = PoseWriter(out, layout=layout, commit_every=1 << 30)
+    except BaseException:
+        if be is not None:
+            be.close()
+        raise
+    try:
+        # Only sequences that are not videos are listed (the meta is rewritten with every
+        # commit, so it must stay small for stores of many videos).
+        sources = _existing_sources(out)
+        writer.set_attrs(extractor=extractor)
         classes = _assign_labels(items, label_map, writer.classes)
         if classes is not None:
             writer.set_classes(classes)
@@ -282,14 +348,15 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
                 todo.append(it)
         writer.commit()
         if not todo:
+            if be is not None:
+                be.close()
             return report
         by_path = {str(it.path): it for it in todo}
         class_index = {c: i for i, c in enumerate(writer.classes)}
         total_est = 0
         for it in todo:
             try:
-                from .video import probe
-                total_est += probe(it.path).frame_count
+                total_est += open_sequence(it.path).info.frame_count
             except VideoError:
                 pass
 
@@ -320,6 +387,10 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
                 writer.append(item.name, result["keypoints"], result["scores"], label=label,
                               img_shape=result["img_shape"], fps=result["fps"],
                               source=str(item.path))
+                if item.kind != "video" or sources.pop(item.name, None) is not None:
+                    if item.kind != "video":
+                        sources[item.name] = item.kind
+                    writer.set_attrs(source_kinds=sources)
                 writer.commit()
                 report.extracted.append(item.name)
                 report.frames += result["frames"]
@@ -327,8 +398,7 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
             set_postfix()
 
         try:
-            if int(workers) <= 1:
-                be = make_backend(backend, **options)
+            if be is not None:
                 try:
                     for it in todo:
                         n_before = bar.n
@@ -357,17 +427,33 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     return report
 
 
+def _existing_sources(out) -> dict:
+    """attrs["source_kinds"] of an existing store ({} for a new one)."""
+    from ..store import PoseStore, StoreError
+
+    try:
+        with PoseStore(out) as store:
+            return dict(store.attrs.get("source_kinds", {}))
+    except (StoreError, OSError):
+        return {}
+
+
+def _check_backend(backend: str, options: dict) -> None:
+    """Fail early, in this process, when the backend is not installed (before workers)."""
+    if backend in ("topdown", "rtmpose"):
+        make_backend(backend, **options).close()
+    elif backend == "blazepose":
+        from .blazepose import model_paths
+        model_paths()
+    else:
+        from .mmpose import require
+        require()
+
+
 def _run_parallel(todo, by_path, backend, options, workers, record, bar) -> None:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    # Fail early, in this process, when the backend is not installed.
-    if backend == "blazepose":
-        from .blazepose import model_paths
-        model_paths()
-    else:
-        from .mmpose import _import
-        _import()
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(backend, options)) as pool:

@@ -19,10 +19,16 @@ class FramePoses:
     """The people found in one frame, in no particular order.
 
     keypoints float32 [n, K, 2] full-frame pixels; scores float32 [n, K] in [0, 1].
+    Optional, where the backend has them: person_scores float32 [n] (how sure the backend is
+    of each person, used to rank people in COCO evaluation), boxes float32 [n, 4] (x1, y1,
+    x2, y2) the person boxes the poses were estimated in, box_scores float32 [n].
     """
 
     keypoints: np.ndarray
     scores: np.ndarray
+    person_scores: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    box_scores: np.ndarray | None = None
 
     @staticmethod
     def empty(num_joints: int) -> FramePoses:

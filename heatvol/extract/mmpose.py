@@ -24,7 +24,7 @@ from ..layouts import layout as get_layout
 from .base import Backend, BackendUnavailable, FramePoses
 
 __all__ = ["MMPoseBackend", "INSTALL_HINT", "person_boxes", "pose_results_to_frame",
-           "default_configs"]
+           "default_configs", "require"]
 
 INSTALL_HINT = ('the mmpose backend needs mmpose 1.3, mmdet 3.3 and mmcv 2.1 (built from '
                 'source): pip install "setuptools<81" && pip install --no-build-isolation '
@@ -34,13 +34,18 @@ POSE_CONFIG = "configs/body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb
 DET_CONFIG = "configs/faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py"
 
 
-def _import():
+def require():
+    """(init_detector, inference_detector, init_model, inference_topdown), or
+    BackendUnavailable with the install line when mmdet / mmpose / mmcv do not import."""
     try:
         from mmdet.apis import inference_detector, init_detector
         from mmpose.apis import inference_topdown, init_model
     except ImportError as exc:
         raise BackendUnavailable(f"{INSTALL_HINT} [{exc}]") from None
     return init_detector, inference_detector, init_model, inference_topdown
+
+
+_import = require  # the name heatvol.extract used before ``require``
 
 
 def default_configs() -> tuple[str, str]:
@@ -78,10 +83,15 @@ def person_boxes(pred_instances, score_thr: float, max_persons: int,
     return np.concatenate([boxes[order], scores[order, None]], axis=1)
 
 
-def pose_results_to_frame(samples, num_joints: int) -> FramePoses:
+def pose_results_to_frame(samples, num_joints: int, boxes: np.ndarray | None = None
+                          ) -> FramePoses:
     """mmpose ``inference_topdown`` results (one PoseDataSample per box, with
     ``pred_instances.keypoints`` [1, K, 2] and ``keypoint_scores`` [1, K]) -> FramePoses
-    (scores clipped to [0, 1]: heatmap maxima can pass 1)."""
+    (scores clipped to [0, 1]: heatmap maxima can pass 1; NaN scores are 0).
+
+    boxes: the detector boxes [n, 5] (x1, y1, x2, y2, score) the samples were estimated in,
+    one per sample, in order; they become FramePoses.boxes / box_scores, and
+    person_scores = mean joint score x box score."""
     kps, scs = [], []
     for s in samples:
         inst = s.pred_instances
@@ -96,8 +106,15 @@ def pose_results_to_frame(samples, num_joints: int) -> FramePoses:
         scs.append(sc)
     if not kps:
         return FramePoses.empty(num_joints)
-    sc = np.nan_to_num(np.concatenate(scs), nan=0.0)
-    return FramePoses(np.concatenate(kps), np.clip(sc, 0.0, 1.0).astype(np.float32))
+    sc = np.clip(np.nan_to_num(np.concatenate(scs), nan=0.0), 0.0, 1.0).astype(np.float32)
+    kp = np.concatenate(kps)
+    if boxes is None:
+        return FramePoses(kp, sc)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 5)
+    if len(boxes) != len(kp):
+        raise ValueError(f"{len(kp)} poses for {len(boxes)} boxes")
+    return FramePoses(kp, sc, person_scores=sc.mean(1) * boxes[:, 4],
+                      boxes=boxes[:, :4].copy(), box_scores=boxes[:, 4].copy())
 
 
 class MMPoseBackend(Backend):
@@ -109,7 +126,7 @@ class MMPoseBackend(Backend):
                  det_score_thr: float = 0.5, device: str = "cpu", det_config: str | None = None,
                  det_checkpoint: str | None = None, pose_config: str | None = None,
                  pose_checkpoint: str | None = None, person_label: int = 0):
-        init_detector, self._inference_detector, init_model, self._inference_topdown = _import()
+        init_detector, self._inference_detector, init_model, self._inference_topdown = require()
         lay = get_layout(layout)
         if lay.name != "coco17":
             raise ValueError(f"the mmpose backend's default model gives coco17, not {lay.name}")
@@ -142,4 +159,4 @@ class MMPoseBackend(Backend):
                 continue
             samples = self._inference_topdown(self.pose_model, frame, boxes[:, :4],
                                               bbox_format="xyxy")
-            yield pose_results_to_frame(samples, self.num_joints)
+            yield pose_results_to_frame(samples, self.num_joints, boxes)

@@ -245,11 +245,14 @@ def _mirror_plane(src, dst):
     """dst[j, i] = src[j, W - 1 - i] for [H, W] planes of any one dtype (a copy of the stored
     values, so the mirror is bit-exact whatever the output dtype)."""
     height, width = src.shape
+    last = width - 1
     for j in range(height):
         src_row = src[j]
         dst_row = dst[j]
+        # Forward stores, reversed loads through an unsigned index: Numba adds no negative-
+        # index wraparound, so LLVM vectorises the loop (~10x faster than a signed index).
         for i in range(width):
-            dst_row[width - 1 - i] = src_row[i]
+            dst_row[i] = src_row[np.uint64(last - i)]
 
 
 @njit(cache=True, fastmath=False)

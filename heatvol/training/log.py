@@ -1,10 +1,9 @@
 """What a run reports: rank-0 messages (stdout and ``train.log``), ``log.csv`` rows and
-TensorBoard scalars."""
+TensorBoard scalars (TensorBoard is an extra: ``pip install heatvol[tensorboard]``)."""
 
 from __future__ import annotations
 
 import csv
-import sys
 import time
 from pathlib import Path
 
@@ -32,21 +31,28 @@ class RunLog:
         if new:
             self.csv.writeheader()
         try:
+            import tensorboard  # noqa: F401  (an extra: torch's writer needs the package)
+        except ImportError:
+            self.tb_note = ("TensorBoard: not installed, log.csv only (TensorBoard logs: "
+                            "pip install heatvol[tensorboard])")
+            return
+        try:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(work_dir / "tb"))
             self.tb_note = f"TensorBoard: {work_dir / 'tb'}"
-        except Exception as exc:  # noqa: BLE001  (ImportError: tensorboard not installed)
+        except Exception as exc:  # noqa: BLE001  (a broken install)
             self.tb_note = (f"TensorBoard: skipped ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:120]}); CSV only")
+                            f"{' '.join(str(exc).split())[:120]}); log.csv only")
 
     def msg(self, text: str) -> None:
         if not self.active:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         line = f"[{stamp}] {text}"
-        if self.bar is not None and not self.bar.disable:
-            self.bar.write(line, file=sys.stdout)
+        if self.bar is not None:  # a heatvol.progress display: print around it
+            with self.bar.external_write():
+                print(line, flush=True)
         else:
             print(line, flush=True)
         self.text.write(line + "\n")

@@ -21,8 +21,13 @@ What :func:`train` does (details in ``docs/training.md``):
   stops (end, ``max_steps``, Ctrl-C / SIGTERM);
 - ``resume``: model, optimiser, scheduler, sampler position and every RNG (torch, CUDA, NumPy,
   Python; of every rank) come back, so the run continues exactly as if never stopped;
-- a tqdm bar (loss, samples/s, data wait, ETA), ``log.csv``, ``train.log`` and TensorBoard
-  (when ``torch.utils.tensorboard`` imports);
+- a progress display (:func:`heatvol.progress.progress`: a bar on a terminal, a line every
+  few percent otherwise), ``log.csv``, ``train.log`` and TensorBoard (an extra:
+  ``pip install heatvol[tensorboard]``);
+- Ctrl-C / SIGTERM: the step in progress is dropped (or, in its optimiser update, finished),
+  ``last.pt`` written, exit; a second one aborts at once;
+- an exception while loading a batch (also in a DataLoader worker) ends the run with one
+  line (:class:`~heatvol.training.config.RunError`), the workers shut down;
 - DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1): gloo on the CPU, NCCL on GPUs; each
   rank reads its share of every epoch; rank 0 logs, validates and writes checkpoints.
 
@@ -46,10 +51,10 @@ import torch.nn.functional as F
 from ..data import ResumableSampler, model_input
 from ..metrics import compute_metrics
 from .checkpoint import CHECKPOINT_VERSION, atomic_save, load_checkpoint, rng_state, set_rng_state
-from .config import ConfigError, TrainConfig, resume_conflicts
+from .config import ConfigError, RunError, TrainConfig, resume_conflicts
 from .log import RunLog
 from .predict import predict
-from .runtime import (Distributed, StopSignal, make_loader, resolve_device,
+from .runtime import (Distributed, StepAborted, StopSignal, make_loader, resolve_device,
                       resolve_render_device)
 from .schedule import WarmupCosine
 from .setup import (build_model, check_inputs, check_store, is_gcn, make_dataset,
@@ -116,13 +121,20 @@ class _Progress:
 
 @dataclass
 class _Meter:
-    """Throughput and loss of the steps, smoothed for the bar and averaged for the log."""
+    """Throughput and loss of the steps: smoothed for the bar, averaged over the log interval
+    for ``log.csv`` and over the whole epoch for its summary line."""
 
-    rate: float | None = None        # samples/s (all ranks), smoothed
+    rate: float | None = None        # samples/s (all ranks), smoothed (the bar)
     wait_frac: float | None = None   # fraction of step time spent waiting for data, smoothed
     loss_sum: float = 0.0
     loss_n: int = 0
     timings: list = field(default_factory=list)  # (data wait, whole step) seconds, this run
+    row_samples: int = 0             # since the last log row
+    row_time: float = 0.0
+    row_wait: float = 0.0
+    epoch_samples: int = 0           # this epoch, in this process's run
+    epoch_time: float = 0.0
+    epoch_wait: float = 0.0
 
     def update(self, loss_value: float, data_time: float, step_time: float,
                samples: int) -> None:
@@ -132,12 +144,30 @@ class _Meter:
         self.wait_frac = frac if self.wait_frac is None else 0.9 * self.wait_frac + 0.1 * frac
         self.loss_sum, self.loss_n = self.loss_sum + loss_value, self.loss_n + 1
         self.timings.append((data_time, step_time))
+        self.row_samples += samples
+        self.row_time += step_time
+        self.row_wait += data_time
+        self.epoch_samples += samples
+        self.epoch_time += step_time
+        self.epoch_wait += data_time
 
-    def take_loss(self) -> float:
-        """The mean loss since the last call."""
-        mean = self.loss_sum / self.loss_n
+    def take_row(self) -> tuple[float, float, float]:
+        """(mean loss, samples/s, data-wait fraction) since the last call."""
+        out = (self.loss_sum / self.loss_n, self.row_samples / max(self.row_time, 1e-9),
+               self.row_wait / max(self.row_time, 1e-9))
         self.loss_sum, self.loss_n = 0.0, 0
-        return mean
+        self.row_samples, self.row_time, self.row_wait = 0, 0.0, 0.0
+        return out
+
+    def take_epoch(self) -> tuple[float, float, float] | None:
+        """(samples/s, data-wait fraction, seconds) of the epoch's steps (wall time from its
+        loader's start to its last step), or None when no step ran; then starts a new one."""
+        if not self.epoch_samples:
+            return None
+        out = (self.epoch_samples / max(self.epoch_time, 1e-9),
+               self.epoch_wait / max(self.epoch_time, 1e-9), self.epoch_time)
+        self.epoch_samples, self.epoch_time, self.epoch_wait = 0, 0.0, 0.0
+        return out
 
 
 def _start(cfg: TrainConfig, dist: Distributed) -> tuple[torch.device, bool, str | None]:
@@ -276,30 +306,77 @@ def _header(run: _Run, progress: _Progress, log: RunLog, resumed_from: Path | No
                 f"{progress.epoch + 1}, sample {progress.position} of the epoch")
 
 
-def _step(run: _Run, batch: dict) -> tuple[torch.Tensor, float]:
-    """One optimiser step on ``batch``; returns (loss, learning rate)."""
+def _forward_backward(run: _Run, batch: dict) -> tuple[torch.Tensor, float]:
+    """The part of a step that changes nothing kept (gradients only): returns (loss, lr)."""
     cfg = run.cfg
     x = model_input(batch, run.device, run.renderer)
     if run.channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
     y = batch["label"].to(run.device, non_blocking=True)
-    lr = run.scheduler.apply()
+    lr = run.scheduler.apply()  # a function of the step count: setting it again is harmless
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.cuda and cfg.amp):
         loss = training_loss(run.net, run.model, x, y, cfg.label_smoothing)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    return loss, lr
+
+
+def _commit(run: _Run, progress: _Progress) -> None:
+    """The part of a step that a checkpoint sees: weights, schedule, data position, count."""
     run.optimizer.step()
     run.scheduler.step()
-    run.sampler.advance(cfg.batch_size)
-    return loss, lr
+    run.sampler.advance(run.cfg.batch_size)
+    progress.global_step += 1
+
+
+def _buffers(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Copies of the model's buffers (BatchNorm statistics: a few KB to a few hundred KB)."""
+    return [buf.detach().clone() for buf in model.buffers()]
+
+
+def _data_failure(exc: Exception) -> Exception:
+    """A one-line error for an exception raised while loading a batch. DataLoader workers
+    re-raise theirs with the worker's whole traceback as the message; its last line is the
+    original ``Type: message``. A damaged pose store (:class:`heatvol.store.StoreError`)
+    already names the file and the sequence: its message alone."""
+    from ..store import StoreError
+
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Original Traceback" in text and lines:
+        last = lines[-1]
+        kind, sep, message = last.partition(": ")
+        if sep and kind.rsplit(".", 1)[-1] == StoreError.__name__:
+            return RunError(message)
+        return RunError(f"a DataLoader worker failed: {last}")
+    if isinstance(exc, StoreError):
+        return RunError(" ".join(text.split()))
+    return RunError(f"loading a batch failed: {type(exc).__name__}: {' '.join(text.split())}")
+
+
+def _cpu_estimate(run: _Run, meter: _Meter, log: RunLog, measured: int) -> None:
+    """A preset sized for a GPU, run on a CPU: warn with the run's estimated time from the
+    mean of the last ``measured`` steps (the first steps start workers and are left out)."""
+    mean = sum(t for _, t in meter.timings[-measured:]) / measured
+    left = run.total_steps - len(meter.timings)
+    hours = mean * left / 3600
+    log.msg(f"warning: preset {run.cfg.preset} is sized for a CUDA GPU but this run is on the "
+            f"CPU: {mean:.1f} s per step (mean of {measured} steps), about {hours:.1f} h for "
+            f"the {left} steps left; for a CPU run use --preset penn-x3d-cpu (or "
+            f"`heatvol train` without --preset)")
 
 
 def _train_epoch(run: _Run, progress: _Progress, meter: _Meter, stop: StopSignal, bar,
                  log: RunLog) -> str:
     """The steps of the current epoch from ``progress.position``; returns "end" (the epoch is
-    done), "max_steps" or "interrupted"."""
+    done), "max_steps" or "interrupted".
+
+    A stop signal during a step's fetch, forward or backward drops that step: the RNGs and the
+    model's buffers go back to where they stood after the last completed step, so the
+    checkpoint written next resumes exactly as if the run had stopped there. A failing batch (an exception in a
+    DataLoader worker) ends the run with one line (:class:`RunError`)."""
     cfg, epoch = run.cfg, progress.epoch
     run.sampler.set_epoch(epoch, progress.position)
     bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
@@ -307,36 +384,55 @@ def _train_epoch(run: _Run, progress: _Progress, meter: _Meter, stop: StopSignal
                          workers=cfg.workers, drop_last=True, pin=run.cuda,
                          seed=cfg.seed * 100003 + epoch)
     step_in_epoch = progress.position // cfg.batch_size
+    estimate_after = 4 if (cfg.target_device == "cuda" and not run.cuda and run.rank0
+                           and not meter.timings) else None
     it = iter(loader)
     t_prev = time.perf_counter()
-    while step_in_epoch < run.steps_per_epoch:
-        if cfg.max_steps is not None and progress.global_step >= cfg.max_steps:
-            return "max_steps"
-        if run.dist.any(stop.requested):
-            return "interrupted"
-        try:
-            batch = next(it)
-        except (RuntimeError, StopIteration):
-            if stop.requested:  # Ctrl-C also reached the workers
+    try:
+        while step_in_epoch < run.steps_per_epoch:
+            if cfg.max_steps is not None and progress.global_step >= cfg.max_steps:
+                return "max_steps"
+            if run.dist.any(stop.requested):
                 return "interrupted"
-            raise
-        t_data = time.perf_counter()
-        loss, lr = _step(run, batch)
-        progress.global_step += 1
-        step_in_epoch += 1
-        loss_value = float(loss.detach())  # syncs the device: step time is real
-        t_end = time.perf_counter()
-        meter.update(loss_value, t_data - t_prev, t_end - t_prev,
-                     cfg.batch_size * run.dist.world)
-        t_prev = t_end
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}", sps=f"{meter.rate:.1f}",
-                        data=f"{meter.wait_frac:.0%}", refresh=False)
-        if progress.global_step % cfg.log_every == 0 or step_in_epoch == run.steps_per_epoch:
-            log.row(kind="train", step=progress.global_step, epoch=epoch + 1, lr=f"{lr:.6g}",
-                    loss=f"{meter.take_loss():.5f}", samples_per_s=f"{meter.rate:.2f}",
-                    data_wait=f"{meter.wait_frac:.4f}")
-    return "end"
+            # What a dropped step must put back: the RNGs and the model's buffers (a training
+            # forward pass updates BatchNorm's running statistics) after the last full step.
+            rngs, buffers = rng_state(run.device), _buffers(run.model) if stop.drop_steps else []
+            try:
+                with stop.droppable():
+                    try:
+                        batch = next(it)
+                    except StopIteration:
+                        raise
+                    except Exception as exc:  # noqa: BLE001  (any failure of a sample)
+                        raise _data_failure(exc) from None
+                    t_data = time.perf_counter()
+                    loss, lr = _forward_backward(run, batch)
+            except StepAborted:
+                set_rng_state(rngs, run.device)
+                with torch.no_grad():
+                    for buf, saved in zip(run.model.buffers(), buffers):
+                        buf.copy_(saved)
+                return "interrupted"
+            _commit(run, progress)
+            step_in_epoch += 1
+            loss_value = float(loss.detach())  # syncs the device: step time is real
+            t_end = time.perf_counter()
+            meter.update(loss_value, t_data - t_prev, t_end - t_prev,
+                         cfg.batch_size * run.dist.world)
+            t_prev = t_end
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}", sps=f"{meter.rate:.1f}",
+                            data=f"{meter.wait_frac:.0%}")
+            if progress.global_step % cfg.log_every == 0 or step_in_epoch == run.steps_per_epoch:
+                mean_loss, rate, wait = meter.take_row()
+                log.row(kind="train", step=progress.global_step, epoch=epoch + 1,
+                        lr=f"{lr:.6g}", loss=f"{mean_loss:.5f}", samples_per_s=f"{rate:.2f}",
+                        data_wait=f"{wait:.4f}")
+            if estimate_after is not None and len(meter.timings) == estimate_after:
+                _cpu_estimate(run, meter, log, estimate_after - 1)
+        return "end"
+    finally:
+        del it  # shut the workers down now, also when the epoch ends on an error
 
 
 def _validate(run: _Run, epoch: int) -> dict | None:
@@ -386,9 +482,11 @@ def _end_epoch(run: _Run, progress: _Progress, meter: _Meter, log: RunLog) -> No
     if run.rank0:
         for old in sorted(run.work_dir.glob("epoch_*.pt"))[:-max(cfg.keep_epochs, 1)]:
             old.unlink(missing_ok=True)
-    if meter.rate is not None:
-        log.msg(f"epoch {epoch} done: step {progress.global_step}, {meter.rate:.1f} "
-                f"samples/s, data wait {meter.wait_frac:.1%} of the step time")
+    speed = meter.take_epoch()
+    if speed is not None:
+        rate, wait, seconds = speed
+        log.msg(f"epoch {epoch} done: step {progress.global_step}, {seconds:.0f} s of steps, "
+                f"{rate:.1f} samples/s (epoch average), data wait {wait:.1%} of the step time")
     run.dist.barrier()
 
 
@@ -396,9 +494,8 @@ def train(cfg: TrainConfig, notes: tuple[str, ...] | list[str] = ()) -> dict:
     """Run (or resume) a training run; returns a summary dict (steps, epochs, best, paths,
     stopped: "end" | "max_steps" | "interrupted"). ``notes``: lines for the banner (e.g.
     which preset was chosen and why, :func:`heatvol.training.settings.train_settings`)."""
-    from tqdm import tqdm
-
     from .. import models  # noqa: F401  (fail early on a broken install)
+    from ..progress import progress as progress_display
 
     run = _prepare(cfg)
     progress = _Progress()
@@ -406,9 +503,10 @@ def train(cfg: TrainConfig, notes: tuple[str, ...] | list[str] = ()) -> dict:
     if run.rank0:
         run.work_dir.mkdir(parents=True, exist_ok=True)
     run.dist.barrier()
-    bar = tqdm(total=min(run.total_steps, cfg.max_steps or run.total_steps),
-               initial=progress.global_step, disable=not (cfg.progress and run.rank0),
-               dynamic_ncols=True, unit="step", desc=f"epoch {progress.epoch + 1}/{cfg.epochs}")
+    bar = progress_display(total=min(run.total_steps, cfg.max_steps or run.total_steps),
+                           initial=progress.global_step, unit="step",
+                           desc=f"epoch {progress.epoch + 1}/{cfg.epochs}",
+                           enabled=cfg.progress and run.rank0)
     log = RunLog(run.work_dir, run.rank0, bar)
     _header(run, progress, log, resumed_from)
     for note in notes:
@@ -418,7 +516,7 @@ def train(cfg: TrainConfig, notes: tuple[str, ...] | list[str] = ()) -> dict:
     stopped = "end"
     t_start = time.perf_counter()
     run.net.train()
-    with StopSignal() as stop:
+    with StopSignal(drop_steps=not run.dist.enabled) as stop:
         while progress.epoch < cfg.epochs and stopped == "end":
             stopped = _train_epoch(run, progress, meter, stop, bar, log)
             if stopped != "end":

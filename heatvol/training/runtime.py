@@ -3,6 +3,7 @@ of a DDP run, stop signals, and the DataLoaders (with their worker set-up)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -10,8 +11,8 @@ import torch
 
 from .config import ConfigError
 
-__all__ = ["resolve_device", "resolve_render_device", "Distributed", "StopSignal", "make_loader",
-           "worker_init", "worker_context"]
+__all__ = ["resolve_device", "resolve_render_device", "Distributed", "StopSignal", "StepAborted",
+           "make_loader", "worker_init", "worker_context"]
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -62,10 +63,11 @@ def resolve_render_device(render_device: str, device: torch.device,
 def worker_init(_worker_id: int) -> None:
     """Each worker renders single-threaded (the processes are the parallelism), with Numba's
     fork-safe "workqueue" threading layer: its GNU OpenMP layer hangs in a child forked from a
-    process whose torch already ran OpenMP regions. Workers ignore SIGINT/SIGTERM: the main
-    process handles them (finish the step, checkpoint, stop) and shuts the workers down."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    process whose torch already ran OpenMP regions. Workers ignore SIGINT (a terminal's Ctrl-C
+    reaches the whole process group; the main process handles it: checkpoint, stop, shut the
+    workers down) but not SIGTERM: that is how multiprocessing ends them when the main
+    process exits on an error, and a worker that ignored it would hang that exit forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     try:
         import numba
@@ -167,11 +169,25 @@ class Distributed:
             dist.destroy_process_group()
 
 
-class StopSignal:
-    """First Ctrl-C / SIGTERM: finish the current step, checkpoint and stop. Second: abort."""
+class StepAborted(BaseException):
+    """Raised by :class:`StopSignal` inside :meth:`StopSignal.droppable`: the step in progress
+    is dropped (nothing of it was committed). A BaseException, so no ``except Exception`` on
+    the way swallows it."""
 
-    def __init__(self):
+
+class StopSignal:
+    """Ctrl-C / SIGTERM during a run.
+
+    First signal: stop. Inside :meth:`droppable` (fetching a batch, forward, backward: nothing
+    of the step is committed yet) it raises :class:`StepAborted` at once, so a long step does
+    not delay the stop; elsewhere (the optimiser update, a checkpoint being written) it only
+    sets ``requested`` and the loop stops after that part. Second signal: KeyboardInterrupt.
+    ``drop_steps=False`` (DDP: the ranks must agree on every step) never drops a step."""
+
+    def __init__(self, drop_steps: bool = True):
         self.requested = False
+        self.drop_steps = drop_steps
+        self._droppable = False
         self._old = {}
 
     def __enter__(self):
@@ -186,6 +202,23 @@ class StopSignal:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        if self._droppable:
+            self._droppable = False
+            raise StepAborted
+
+    @contextlib.contextmanager
+    def droppable(self):
+        """The part of a step that a stop signal may cut short (raising StepAborted)."""
+        if not self.drop_steps:
+            yield
+            return
+        if self.requested:
+            raise StepAborted
+        self._droppable = True
+        try:
+            yield
+        finally:
+            self._droppable = False
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
