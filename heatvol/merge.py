@@ -221,7 +221,14 @@ def _merge_stores(out: Path, present, overwrite: bool) -> dict:
                 if key not in attrs:
                     attrs[key] = value
                 elif isinstance(value, dict) and isinstance(attrs[key], dict):
-                    attrs[key] = {**attrs[key], **value}  # per-sequence records: the union
+                    # per-sequence tables join; a key both parts hold must agree (settings)
+                    clash = next((k for k in value if k in attrs[key]
+                                  and value[k] != attrs[key][k]), None)
+                    if clash is not None:
+                        raise MergeError(f"{p}: attribute {key}[{clash!r}] = {value[clash]!r} "
+                                         f"differs from the other parts' "
+                                         f"{attrs[key][clash]!r}")
+                    attrs[key] = {**attrs[key], **value}
                 elif value != attrs[key]:
                     raise MergeError(f"{p}: attribute {key!r} = {value!r} differs from the "
                                      f"other parts' {attrs[key]!r}")
