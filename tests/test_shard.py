@@ -294,7 +294,7 @@ def test_torchrun_two_ranks_on_the_cpu(penn, tmp_path):
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    """Folder-per-class short clips cut from the sample videos (4 frames, 480 px wide), and a
+    """Folder-per-class short clips cut from the sample videos (2 frames, 480 px wide), and a
     corrupt file: classes and a failure must survive the merge."""
     import cv2
 
@@ -307,7 +307,7 @@ def clips(tmp_path_factory):
             cap = cv2.VideoCapture(str(videos / name))
             dst = root / cls / (Path(name).stem + ".avi")
             vw = None
-            for _ in range(4):
+            for _ in range(2):
                 ok, frame = cap.read()
                 assert ok
                 h, w = frame.shape[:2]
@@ -322,17 +322,27 @@ def clips(tmp_path_factory):
     return root
 
 
-def test_two_extraction_shards_merge_into_the_one_process_store(clips, tmp_path):
-    pytest.importorskip("mediapipe", reason="blazepose backend (mediapipe) not installed")
+MODELS = Path(os.environ.get("HEATVOL_MODELS") or ROOT.parent / "shared" / "models")
+
+
+@pytest.mark.parametrize("backend", ["topdown", "blazepose"])
+def test_two_extraction_shards_merge_into_the_one_process_store(clips, tmp_path, backend):
     from heatvol.extract import extract_videos
     from heatvol.shard import extract_shard
 
+    if backend == "blazepose":
+        pytest.importorskip("mediapipe", reason="blazepose backend (mediapipe) not installed")
+        options = {"backend": backend}
+    else:
+        if not (MODELS / "nanodet.onnx").is_file():
+            pytest.skip(f"model files not found in {MODELS} (set HEATVOL_MODELS)")
+        options = {"backend": backend, "models_dir": MODELS, "preset": "fast"}
     one = tmp_path / "one.h5"
-    rep = extract_videos([clips], one, backend="blazepose", progress=False)
+    rep = extract_videos([clips], one, progress=False, **options)
     assert len(rep.extracted) == 3 and list(rep.failed) == ["broken"]
     assert any(rep.persons.values())  # people were found: the arrays compared are not empty
     out = tmp_path / "poses.h5"
-    reports = [extract_shard([clips], out, Shard(k, 2), backend="blazepose", progress=False)
+    reports = [extract_shard([clips], out, Shard(k, 2), progress=False, **options)
                for k in (1, 0)]
     assert [info["merged"] for _, info in reports] == [False, True]
     assert sum(len(r.extracted) for r, _ in reports) == 3
