@@ -288,8 +288,7 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     path or {stem: label}; folder-per-class inputs label themselves. workers: videos processed in parallel processes (results are
     written by this process). Returns an ExtractReport; failures are also in the store.
     """
-    from tqdm import tqdm
-
+    from ..progress import progress as progress_display
     from ..store import PoseWriter
 
     if isinstance(inputs, (str, os.PathLike)):
@@ -355,8 +354,8 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
             except VideoError:
                 pass
 
-        bar = tqdm(total=total_est or None, unit="frame", desc="extract", disable=not progress,
-                   dynamic_ncols=True, smoothing=0.1)
+        bar = progress_display(total=total_est or None, unit="frame", desc="extract",
+                               enabled=progress)
         done_videos = [0]
 
         def set_postfix():
@@ -374,7 +373,7 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
                 writer.add_failure(item.name, reason)
                 writer.commit()
                 if on_failure is not None:
-                    with tqdm.external_write_mode():
+                    with bar.external_write():
                         on_failure(item.name, reason)
             else:
                 label = item.label_index if item.label_index is not None else \
