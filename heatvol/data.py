@@ -39,8 +39,8 @@ from .layouts import Layout, layout as get_layout
 from .params import check_mode, parse_size
 from .skeleton import (MODALITIES as SKELETON_MODALITIES, align_3d, center_3d, flip_skeleton,
                        normalize_2d, random_rotate, random_scale, to_modality)
-from .transforms import (Clip, Compose, clips_first, test_pipeline, train_pipeline,
-                         uniform_sample_indices, valid_mask)
+from .transforms import (Clip, Compose, FusedPipeline, clips_first, test_pipeline,
+                         train_pipeline, uniform_sample_indices, valid_mask)
 
 __all__ = ["sample_rng", "PoseDataset", "SkeletonDataset", "ResumableSampler", "StepRenderer",
            "model_input"]
@@ -220,6 +220,8 @@ class PoseDataset(_StoreSequences):
                                                  area_range=tuple(area_range))
                                   if train else test_pipeline(self.clip_len, self.num_clips,
                                                               self.size))
+        # What items run: the same transforms in one pass, bit-equal to self.pipeline.
+        self._fused = FusedPipeline(self.pipeline)
 
     @property
     def channels(self) -> int:
@@ -234,7 +236,7 @@ class PoseDataset(_StoreSequences):
             kp = np.zeros((1, t, self.layout.num_joints, 2), np.float32)
             sc = np.zeros((1, t, self.layout.num_joints), np.float32)
         rng = sample_rng(self.seed, epoch, index) if self.train else None
-        clip = self.pipeline(Clip(kp, sc, _img_shape(rec)), rng)
+        clip = self._fused(Clip(kp, sc, _img_shape(rec)), rng)
         kp, sc = _fixed_persons(clip.keypoints, clip.scores, self.max_persons)
         kp, sc = clips_first(kp, self.num_clips), clips_first(sc, self.num_clips)
         return np.ascontiguousarray(kp), np.ascontiguousarray(sc)
