@@ -242,14 +242,12 @@ def part2(args) -> list[str]:
         walls = {c[0]: [] for c in configs}
         loads = []
         for r in range(args.render_rounds):
-            for label, tree, workers, dtype in configs:
+            for k, (label, tree, workers, dtype) in enumerate(configs):
                 loads.append(uptime())
-                out = tmp / f"{label.split()[0]}_{workers}_{dtype}.h5"
+                out = tmp / f"config{k}.h5"
                 walls[label].append(run_render(tree, args.poses, out, workers, dtype))
-        sizes = {c[0]: (tmp / f"{c[0].split()[0]}_{c[2]}_{c[3]}.h5").stat().st_size
-                 for c in configs}
-        with VolumeFile(tmp / "baseline_1_float32.h5") as a, \
-                VolumeFile(tmp / "now_2_float32.h5") as b:
+        sizes = {c[0]: (tmp / f"config{k}.h5").stat().st_size for k, c in enumerate(configs)}
+        with VolumeFile(tmp / "config0.h5") as a, VolumeFile(tmp / "config2.h5") as b:
             equal = a.names() == b.names() and all(
                 np.array_equal(a[i].view(np.uint8), b[i].view(np.uint8)) for i in range(len(a)))
         # render-only floor in one process (pipeline + kernels, 2 Numba threads), no file
