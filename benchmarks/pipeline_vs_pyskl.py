@@ -151,9 +151,15 @@ def part1(args) -> list[str]:
                             flip=True, **common),
         "test no flip": PoseDataset(store, names, train=False, size=64, mode="joint",
                                     num_clips=10, **common),
+        "train joint float16": PoseDataset(store, names, train=True, size=56, mode="joint",
+                                           volume_dtype="float16", **common),
+        "train limb float16": PoseDataset(store, names, train=True, size=56, mode="limb",
+                                          volume_dtype="float16", **common),
+        "test float16": PoseDataset(store, names, train=False, size=64, mode="joint",
+                                    num_clips=10, flip=True, volume_dtype="float16", **common),
     }
     for d in ds.values():  # warm-up: compile / load Numba caches
-        d[0]
+        d[(1, 0)]
     records = {i: store[n] for i, n in enumerate(names)}
     lines = [f"Part 1: {len(names)} Penn Action test samples, {args.rounds} rounds, single "
              f"thread; before: {uptime()}"]
@@ -162,7 +168,8 @@ def part1(args) -> list[str]:
               "train limb": (len(lay.limbs), 48, 56, 56),
               "test": (20, lay.num_joints, 48, 64, 64)}
     for row in ("train joint", "train limb", "test"):
-        methods = {"heatvol": (lambda i, d=ds[row]: d[(1, i)])}
+        methods = {"heatvol": (lambda i, d=ds[row]: d[(1, i)]),
+                   "heatvol float16": (lambda i, d=ds[row + " float16"]: d[(1, i)])}
         if row == "test":
             methods["heatvol no flip"] = lambda i: ds["test no flip"][i]
             plain = {i: ds["test no flip"][i]["volume"] for i in idx}  # the flip alone
@@ -183,8 +190,8 @@ def part1(args) -> list[str]:
     if why:
         lines.append(why)
     lines += ["", "| per sample (ms) | pyskl | heatvol | ratio | target | float32 write floor | "
-              "floor float16 / uint8 | pyskl / float32 floor |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "pyskl / float32 floor | heatvol float16 | ratio float16 | floor float16 / uint8 |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     targets = {"train joint": 15, "train limb": 35, "test": 8}
     labels = {"train joint": "train, joint, 48 frames, 56²", "train limb": "train, limb, 56²",
               "test": "test, 10 clips × flip, 64², joint"}
@@ -193,9 +200,11 @@ def part1(args) -> list[str]:
         pys = f"{py * 1e3:.1f}" if py else "skipped"
         ratio = f"{py / t['heatvol']:.1f}×" if py else "-"
         cap = f"{py / t['floor float32']:.0f}×" if py else "-"
+        ratio16 = f"{py / t['heatvol float16']:.1f}×" if py else "-"
         lines.append(f"| {labels[row]} | {pys} | {t['heatvol'] * 1e3:.2f} | {ratio} | "
-                     f"≥ {targets[row]}× | {t['floor float32'] * 1e3:.2f} | "
-                     f"{t['floor float16'] * 1e3:.2f} / {t['floor uint8'] * 1e3:.2f} | {cap} |")
+                     f"≥ {targets[row]}× | {t['floor float32'] * 1e3:.2f} | {cap} | "
+                     f"{t['heatvol float16'] * 1e3:.2f} | {ratio16} | "
+                     f"{t['floor float16'] * 1e3:.2f} / {t['floor uint8'] * 1e3:.2f} |")
     test = dict(rows)["test"]
     flip_cost = test["heatvol"] - test["heatvol no flip"]
     lines += ["", f"`heatvol test` item (10 clips, 64², joint): without flip "
@@ -212,7 +221,9 @@ def run_render(tree: Path, poses: str, out: Path, workers: int, dtype: str = "fl
            "--out", str(out), "--split", "test", "--limb", "--size", "56", "--workers",
            str(workers), "--dtype", dtype, "--overwrite", "--quiet"]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # cwd outside the repository: `python -c` puts the cwd first on sys.path, which would
+    # shadow PYTHONPATH (the baseline tree) with the checkout's heatvol
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=out.parent)
     wall = time.perf_counter() - t
     if proc.returncode:
         raise SystemExit(f"render failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
@@ -242,14 +253,12 @@ def part2(args) -> list[str]:
         walls = {c[0]: [] for c in configs}
         loads = []
         for r in range(args.render_rounds):
-            for label, tree, workers, dtype in configs:
+            for k, (label, tree, workers, dtype) in enumerate(configs):
                 loads.append(uptime())
-                out = tmp / f"{label.split()[0]}_{workers}_{dtype}.h5"
+                out = tmp / f"config{k}.h5"
                 walls[label].append(run_render(tree, args.poses, out, workers, dtype))
-        sizes = {c[0]: (tmp / f"{c[0].split()[0]}_{c[2]}_{c[3]}.h5").stat().st_size
-                 for c in configs}
-        with VolumeFile(tmp / "baseline_1_float32.h5") as a, \
-                VolumeFile(tmp / "now_2_float32.h5") as b:
+        sizes = {c[0]: (tmp / f"config{k}.h5").stat().st_size for k, c in enumerate(configs)}
+        with VolumeFile(tmp / "config0.h5") as a, VolumeFile(tmp / "config2.h5") as b:
             equal = a.names() == b.names() and all(
                 np.array_equal(a[i].view(np.uint8), b[i].view(np.uint8)) for i in range(len(a)))
         # render-only floor in one process (pipeline + kernels, 2 Numba threads), no file

@@ -39,8 +39,8 @@ from .layouts import Layout, layout as get_layout
 from .params import check_mode, parse_size
 from .skeleton import (MODALITIES as SKELETON_MODALITIES, align_3d, center_3d, flip_skeleton,
                        normalize_2d, random_rotate, random_scale, to_modality)
-from .transforms import (Clip, Compose, clips_first, test_pipeline, train_pipeline,
-                         uniform_sample_indices, valid_mask)
+from .transforms import (Clip, Compose, FusedPipeline, clips_first, test_pipeline,
+                         train_pipeline, uniform_sample_indices, valid_mask)
 
 __all__ = ["sample_rng", "PoseDataset", "SkeletonDataset", "ResumableSampler", "StepRenderer",
            "model_input"]
@@ -179,6 +179,12 @@ class PoseDataset(_StoreSequences):
             rendered in the step; see module). ``render=`` ("cpu"/"gpu") is its former name.
         max_persons: persons per sample after selection/padding (fixed so batches stack).
         seed: the run's seed (train mode).
+        volume_dtype: what rendered volumes are handed over in: "float32" (default, what a
+            CPU model consumes), "float16" (float16 rounding, relative error <= 2**-11; half
+            the bytes through the loader, pinned memory and the host-to-device copy; for a
+            GPU model under bfloat16 autocast, whose convolutions see bfloat16 anyway) or
+            "uint8" (round(v * 255), a quarter of the bytes, 2e-3 absolute).
+            :func:`model_input` converts to float32 on the model's device.
         flip: (testing) every clip also comes mirrored: volumes [2 * clips, C, T, H, W], the
             plain clips then their mirrors, rendered by the kernels in one pass
             (``render_batch(..., flip=True)``: exactly ``flip_volume`` of the plain volumes).
@@ -194,7 +200,8 @@ class PoseDataset(_StoreSequences):
     def __init__(self, store, names: Sequence[str], *, train: bool, clip_len: int,
                  size: int | tuple[int, int], mode: str = "joint", render_device: str = "cpu",
                  num_clips: int = 1, max_persons: int = 2, sigma: float = 0.6, seed: int = 0,
-                 area_range=(0.56, 1.0), render: str | None = None, flip: bool = False):
+                 area_range=(0.56, 1.0), render: str | None = None, flip: bool = False,
+                 volume_dtype: str = "float32"):
         check_mode(mode)
         if render is not None:  # the former name, kept for one release
             warnings.warn("PoseDataset(render=...) is deprecated; use render_device= "
@@ -216,10 +223,16 @@ class PoseDataset(_StoreSequences):
         self.render_device = render_device
         self.num_clips, self.max_persons = int(num_clips), int(max_persons)
         self.sigma, self.seed = float(sigma), int(seed)
+        if volume_dtype not in ("float32", "float16", "uint8"):
+            raise ValueError(f"volume_dtype must be float32, float16 or uint8; got "
+                             f"{volume_dtype!r}")
+        self.volume_dtype = volume_dtype
         self.pipeline: Compose = (train_pipeline(self.clip_len, self.size, self.layout,
                                                  area_range=tuple(area_range))
                                   if train else test_pipeline(self.clip_len, self.num_clips,
                                                               self.size))
+        # What items run: the same transforms in one pass, bit-equal to self.pipeline.
+        self._fused = FusedPipeline(self.pipeline)
 
     @property
     def channels(self) -> int:
@@ -234,7 +247,7 @@ class PoseDataset(_StoreSequences):
             kp = np.zeros((1, t, self.layout.num_joints, 2), np.float32)
             sc = np.zeros((1, t, self.layout.num_joints), np.float32)
         rng = sample_rng(self.seed, epoch, index) if self.train else None
-        clip = self.pipeline(Clip(kp, sc, _img_shape(rec)), rng)
+        clip = self._fused(Clip(kp, sc, _img_shape(rec)), rng)
         kp, sc = _fixed_persons(clip.keypoints, clip.scores, self.max_persons)
         kp, sc = clips_first(kp, self.num_clips), clips_first(sc, self.num_clips)
         return np.ascontiguousarray(kp), np.ascontiguousarray(sc)
@@ -251,7 +264,7 @@ class PoseDataset(_StoreSequences):
 
             out = {"volume": render_batch(kp, sc, size=self.size, sigma=self.sigma,
                                           mode=self.mode, layout=self.layout, render_device="cpu",
-                                          flip=self.flip)}
+                                          flip=self.flip, dtype=self.volume_dtype)}
         if self.train:  # drop the clips axis
             out = {k: v[0] for k, v in out.items()}
         out["label"] = label
@@ -454,10 +467,18 @@ class StepRenderer:
 
 
 def model_input(batch: dict, device, renderer: StepRenderer | None = None):
-    """The input tensor for the model from any kind of batch, on ``device``."""
+    """The input tensor for the model from any kind of batch, on ``device``; float16/uint8
+    volumes (``PoseDataset(volume_dtype=...)``) become float32 there (uint8 as v / 255)."""
+    import torch
+
     for key in ("volume", "skeleton"):
         if key in batch:
-            return batch[key].to(device, non_blocking=True)
+            x = batch[key].to(device, non_blocking=True)
+            if key == "volume" and x.dtype == torch.uint8:
+                return x.float().div_(255.0)
+            if key == "volume" and x.dtype == torch.float16:
+                return x.float()
+            return x
     if renderer is None:
         raise ValueError("a keypoint batch (render_device='cuda') needs a StepRenderer")
     return renderer(batch["keypoints"], batch["scores"], device)

@@ -55,7 +55,7 @@ __all__ = [
     "random_resized_crop_box", "random_resized_crop",
     "flip", "random_flip", "flip_volume",
     "Transform", "Compose", "UniformSample", "SubjectCrop", "Crop", "Resize", "ResizeShortEdge",
-    "RandomResizedCrop", "Flip", "RandomFlip",
+    "RandomResizedCrop", "Flip", "RandomFlip", "FusedPipeline",
     "train_pipeline", "test_pipeline",
 ]
 
@@ -638,13 +638,154 @@ def test_pipeline(clip_len: int = 48, num_clips: int = 1,
     -> Resize(size) (an int is square). Output: [M, num_clips * clip_len, K, 2] (clips back to back;
     :func:`clips_first`), img_shape (size, size). The box is one box over all sampled clips,
     as in pyskl. The test-time flip (``double=True``) is :func:`flip_volume` on the
-    rendered volume.
+    rendered volume (``render_batch(..., flip=True)`` computes it in the kernels).
     """
     return Compose([
         UniformSample(clip_len, num_clips=num_clips, train=False),
         SubjectCrop(padding=0.25, threshold=10, hw_ratio=1.0),
         Resize(size),
     ])
+
+
+# --------------------------------------------------------------------------------------------
+# The fused path
+# --------------------------------------------------------------------------------------------
+
+class FusedPipeline(Transform):
+    """A :class:`Compose` of the transforms above applied in one pass per sample, equal to it
+    bit for bit (same ``rng`` draws, same keypoints, scores and img_shape).
+
+    Crops, resizes and flips are affine maps of x and y: instead of each building a new
+    :class:`Clip` and recomputing the valid mask (``_map_valid`` ~4.5 times per training
+    sample), the boxes and random draws are decided from ``img_shape`` alone, the maps are
+    collected as (scale, offset) steps and the flips' joint permutations composed into one;
+    then the valid joints are gathered once, every step applied to them (float64 arithmetic
+    rounded to float32 after each step, exactly as the composable transforms round, so the
+    result does not drift from the reference by an ulp), and scattered back. A step that
+    needs the coordinates themselves (:class:`SubjectCrop`'s box) or a transform this class
+    does not know applies the pending steps first.
+
+    The composable transforms stay the reference and the public API; this is what the
+    datasets and ``heatvol render`` run (``tests/test_transforms.py`` checks the equality
+    with hypothesis: missing joints, NaNs, off-frame points, several persons).
+    """
+
+    def __init__(self, pipeline: Compose | Iterable[Transform]):
+        self.transforms = list(pipeline.transforms if isinstance(pipeline, Compose)
+                               else pipeline)
+
+    def __call__(self, clip: Clip, rng: np.random.Generator | None = None) -> Clip:
+        state = _FusedState(clip)
+        for transform in self.transforms:
+            kind = type(transform)
+            if kind is UniformSample:
+                if transform.train:
+                    _need_rng(rng, "UniformSample(train=True)")
+                indices = uniform_sample_indices(
+                    state.keypoints.shape[1], transform.clip_len,
+                    num_clips=transform.num_clips, train=transform.train, rng=rng,
+                    seed=transform.seed)
+                state.take(indices)  # frame selection commutes with the pending maps
+            elif kind is SubjectCrop:
+                box = subject_box(state.flush(), padding=transform.padding,
+                                  threshold=transform.threshold, hw_ratio=transform.hw_ratio)
+                if box is not None:
+                    state.crop(*box)
+            elif kind is Crop:
+                state.crop(transform.top, transform.left, transform.height, transform.width)
+            elif kind is RandomResizedCrop:
+                state.crop(*random_resized_crop_box(
+                    state.img_shape, _need_rng(rng, "RandomResizedCrop"),
+                    area_range=transform.area_range,
+                    aspect_ratio_range=transform.aspect_ratio_range,
+                    max_attempts=transform.max_attempts))
+            elif kind is Resize:
+                state.resize(transform.size)
+            elif kind is ResizeShortEdge:
+                _check_positive_shape(state.img_shape, "resize_short_edge")
+                state.resize(short_edge_size(state.img_shape, transform.short))
+            elif kind is Flip:
+                state.flip(transform.layout)
+            elif kind is RandomFlip:
+                if _need_rng(rng, "RandomFlip").random() < transform.p:
+                    state.flip(transform.layout)
+            else:  # anything else: as composed
+                clip = transform(state.flush(), rng)
+                state = _FusedState(clip)
+        return state.flush()
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n    {t!r}," for t in self.transforms)
+        return f"FusedPipeline([{inner}\n])"
+
+
+class _FusedState:
+    """Keypoints/scores with pending affine steps and a pending joint permutation."""
+
+    def __init__(self, clip: Clip):
+        self.keypoints, self.scores, self.img_shape = clip.keypoints, clip.scores, clip.img_shape
+        self.steps: list[tuple[tuple[float, float], tuple[float, float]]] = []
+        self.perm: np.ndarray | None = None
+
+    def take(self, indices) -> None:
+        indices = np.asarray(indices)
+        self.keypoints = self.keypoints[:, indices]
+        self.scores = self.scores[:, indices]
+
+    def crop(self, top: int, left: int, height: int, width: int) -> None:
+        self.steps.append(((1.0, 1.0), (-float(left), -float(top))))
+        self.img_shape = (int(height), int(width))
+
+    def resize(self, size) -> None:
+        new_h, new_w = (size, size) if np.isscalar(size) else size
+        new_h, new_w = int(new_h), int(new_w)
+        _check_positive_shape(self.img_shape, "resize")
+        _check_positive_shape((new_h, new_w), "resize")
+        height, width = self.img_shape
+        self.steps.append(((new_w / width, new_h / height), (0.0, 0.0)))
+        self.img_shape = (new_h, new_w)
+
+    def flip(self, layout) -> None:
+        lay = get_layout(layout)
+        if self.keypoints.shape[2] != lay.num_joints:
+            raise ValueError(f"clip has {self.keypoints.shape[2]} joints, layout {lay.name!r} "
+                             f"has {lay.num_joints}")
+        self.steps.append(((-1.0, 1.0), (self.img_shape[1] - 1.0, 0.0)))
+        perm = np.asarray(lay.flip_index(), dtype=np.int64)
+        # flipped[j] = joints[perm[j]], twice: joints[first[second[j]]]
+        self.perm = perm if self.perm is None else self.perm[perm]
+
+    def flush(self) -> Clip:
+        """Apply the pending steps (and permutation); the clip as the reference has it."""
+        keypoints, scores = self.keypoints, self.scores
+        if self.steps:
+            # valid_mask without a reduce over the size-2 axis (slow in NumPy for small arrays)
+            valid = (scores > 0) & np.isfinite(keypoints[..., 0]) & np.isfinite(keypoints[..., 1])
+            points = keypoints[valid]  # [N, 2] float32, a copy
+            # A bound on |coordinates| through the steps: below it nothing can overflow to inf,
+            # so no point can turn invalid between steps and no per-step check is needed.
+            bound = float(np.abs(points).max()) if points.size else 0.0
+            for scale, offset in self.steps:
+                bound = bound * max(abs(scale[0]), abs(scale[1])) + max(abs(offset[0]),
+                                                                       abs(offset[1]))
+            checked = not bound < 1e37
+            for scale, offset in self.steps:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    mapped = (points.astype(np.float64) * np.asarray(scale, dtype=np.float64)
+                              + np.asarray(offset, dtype=np.float64)).astype(np.float32)
+                if checked:  # a point that overflowed at an earlier step stays as it is
+                    finite = np.isfinite(points).all(axis=-1)
+                    mapped = np.where(finite[:, None], mapped, points)
+                points = mapped
+            keypoints = keypoints.copy()
+            keypoints[valid] = points
+            scores = scores.copy()
+            self.steps = []
+        if self.perm is not None:
+            keypoints, scores = keypoints[:, :, self.perm], scores[:, :, self.perm]
+            self.perm = None
+        self.keypoints, self.scores = keypoints, scores
+        return Clip(keypoints, scores, self.img_shape)
 
 
 # pytest collects module-level callables named test_* when this module is imported into a

@@ -476,3 +476,26 @@ def test_render_codecs_give_byte_equal_volumes(small_store, tmp_path):
         settings = a.settings
     with VolumeWriter(files["deflate"], settings, codec="blosc-lz4") as w:
         assert w.codec == "deflate"
+
+
+@pytest.mark.parametrize("volume_dtype", ["float16", "uint8"])
+def test_dataset_volume_dtype_is_the_float32_volume_converted(small_store, volume_dtype):
+    """PoseDataset(volume_dtype=...) hands over the float32 volume converted exactly (float16
+    round-to-nearest-even, uint8 floor(v*255+0.5)); model_input gives float32 back."""
+    torch = pytest.importorskip("torch")
+    from heatvol.data import PoseDataset, model_input
+
+    store = heatvol.PoseStore(small_store)
+    names = store.split("test")[:4]
+    kwargs = dict(train=False, clip_len=8, size=16, mode="joint", num_clips=2, flip=True)
+    full = PoseDataset(store, names, **kwargs)
+    small = PoseDataset(store, names, volume_dtype=volume_dtype, **kwargs)
+    for i in range(len(names)):
+        want, got = full[i]["volume"], small[i]["volume"]
+        assert got.dtype == np.dtype(volume_dtype)
+        expected = want.astype(np.float16) if volume_dtype == "float16" else quantize_uint8(want)
+        np.testing.assert_array_equal(got, expected)
+        x = model_input({"volume": torch.from_numpy(got)[None]}, "cpu")
+        assert x.dtype == torch.float32
+        tol = 2.5e-4 if volume_dtype == "float16" else 0.5 / 255 + 1e-7
+        assert float((x[0].numpy() - want).__abs__().max()) <= tol

@@ -15,11 +15,11 @@ from hypothesis.extra import numpy as hnp
 
 from heatvol.layouts import layout
 from heatvol.transforms import (
-    Clip, Compose, Crop, Flip, RandomFlip, RandomResizedCrop, Resize, ResizeShortEdge,
+    Clip, Compose, Crop, Flip, FusedPipeline, RandomFlip, RandomResizedCrop, Resize, ResizeShortEdge,
     SubjectCrop, UniformSample, crop, flip, flip_volume, random_flip, random_resized_crop,
     random_resized_crop_box, resize, resize_short_edge, short_edge_size, clips_first,
     subject_box, subject_crop, take_frames, test_pipeline, train_pipeline,
-    uniform_sample_indices, valid_mask,
+    Transform, uniform_sample_indices, valid_mask,
 )
 
 COCO = layout("coco17")
@@ -667,3 +667,66 @@ def test_same_rng_seed_same_output(clip, seed):
     top, left, ch, cw = random_resized_crop_box((h, w), np.random.default_rng(seed))
     assert 0 <= top <= h - ch and 0 <= left <= w - cw and ch >= 1 and cw >= 1
     assert a.img_shape == (ch, cw)
+
+
+# --------------------------------------------------------------------------------------------
+# The fused path (issue 17): FusedPipeline == Compose, bit for bit
+# --------------------------------------------------------------------------------------------
+
+class _Shift(Transform):
+    """A transform FusedPipeline does not know (applied as composed)."""
+
+    def __call__(self, clip, rng=None):
+        return crop(clip, 3, -2, clip.img_shape[0], clip.img_shape[1])
+
+
+def _transform_pool(num_frames):
+    return st.sampled_from([
+        UniformSample(2, train=True), UniformSample(3, num_clips=2, train=False),
+        UniformSample(num_frames + 2, train=True),
+        SubjectCrop(), SubjectCrop(hw_ratio=None, threshold=0), SubjectCrop(hw_ratio=(1.5, 0.5)),
+        Crop(-7, 5, 40, 31), Resize((56, 40)), Resize(64), ResizeShortEdge(64),
+        RandomResizedCrop(), RandomResizedCrop(area_range=(0.1, 0.5)), Flip(COCO),
+        RandomFlip(COCO, p=0.5), _Shift(),
+    ])
+
+
+@st.composite
+def clips_with_huge(draw):
+    """clips() plus coordinates near float32's limit (a step may overflow them to inf)."""
+    clip = draw(clips(max_persons=3))
+    if clip.num_persons and draw(st.booleans()):
+        kp = clip.keypoints.copy()
+        kp[0, 0, draw(st.integers(0, 16)), draw(st.integers(0, 1))] = draw(
+            st.sampled_from([3e38, -3e38, 1e37, 2e36]))
+        clip = Clip(kp, clip.scores, clip.img_shape)
+    return clip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clip=clips_with_huge(), data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_fused_pipeline_equals_compose(clip, data, seed):
+    steps = data.draw(st.lists(_transform_pool(clip.num_frames), min_size=1, max_size=7))
+    composed = Compose(steps)
+    kp_before = clip.keypoints.copy()
+    want = composed(clip, np.random.default_rng(seed))
+    got = FusedPipeline(composed)(clip, np.random.default_rng(seed))
+    assert got.img_shape == want.img_shape
+    np.testing.assert_array_equal(bits(got.keypoints), bits(want.keypoints))
+    np.testing.assert_array_equal(bits(got.scores), bits(want.scores))
+    np.testing.assert_array_equal(bits(clip.keypoints), bits(kp_before))  # input untouched
+
+
+@pytest.mark.parametrize("which", ["train", "test"])
+@PROPERTY_SETTINGS
+@given(clip=clips(max_persons=3, max_frames=60), seed=st.integers(0, 2**32 - 1))
+def test_fused_train_and_test_pipelines_equal_compose(which, clip, seed):
+    pipe = (train_pipeline(8, (56, 48), COCO) if which == "train"
+            else test_pipeline(8, num_clips=3, size=64))
+    rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+    want = pipe(clip, rng_a)
+    got = FusedPipeline(pipe)(clip, rng_b)
+    assert got.img_shape == want.img_shape
+    np.testing.assert_array_equal(bits(got.keypoints), bits(want.keypoints))
+    np.testing.assert_array_equal(bits(got.scores), bits(want.scores))
+    assert rng_a.random() == rng_b.random()  # the same draws were taken

@@ -291,8 +291,7 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     only: extract only the inputs of these names (a shard's share, :mod:`heatvol.shard`);
     classes still come from every input, so shards agree on them.
     """
-    from tqdm import tqdm
-
+    from ..progress import progress as progress_display
     from ..store import PoseWriter
 
     if isinstance(inputs, (str, os.PathLike)):
@@ -360,8 +359,8 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
             except VideoError:
                 pass
 
-        bar = tqdm(total=total_est or None, unit="frame", desc="extract", disable=not progress,
-                   dynamic_ncols=True, smoothing=0.1)
+        bar = progress_display(total=total_est or None, unit="frame", desc="extract",
+                               enabled=progress)
         done_videos = [0]
 
         def set_postfix():
@@ -379,7 +378,7 @@ def extract_videos(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
                 writer.add_failure(item.name, reason)
                 writer.commit()
                 if on_failure is not None:
-                    with tqdm.external_write_mode():
+                    with bar.external_write():
                         on_failure(item.name, reason)
             else:
                 label = item.label_index if item.label_index is not None else \

@@ -1,7 +1,10 @@
-"""Training presets: YAML files of :class:`heatvol.engine.TrainConfig` fields.
+"""Training presets: YAML files of :class:`heatvol.training.TrainConfig` fields.
 
     heatvol presets                      # lists them
     heatvol train --preset penn-x3d-cpu  # uses one; command-line options override its fields
+
+A plain ``heatvol train`` uses ``default`` on a CUDA GPU and ``penn-x3d-cpu`` without one
+(:func:`heatvol.training.settings.default_preset`).
 
 A preset may start from another with ``extends: NAME``; its own keys win. ``description`` is
 shown by ``heatvol presets``. Presets are looked up in the directories of the
@@ -19,7 +22,7 @@ import yaml
 
 __all__ = ["DEFAULT", "PresetError", "preset_dirs", "list_presets", "load_preset", "preset_path"]
 
-#: The preset ``heatvol train`` uses when no ``--preset`` is given.
+#: The GPU preset a plain ``heatvol train`` uses on a CUDA GPU (without one: ``penn-x3d-cpu``).
 DEFAULT = "default"
 _HERE = Path(__file__).resolve().parent
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..params import check_render_device, parse_size
 from ..progress import progress as progress_display
 from ..store import PoseStore, StoreError
-from ..transforms import Clip, clips_first, test_pipeline
+from ..transforms import Clip, FusedPipeline, clips_first, test_pipeline
 from ..volumes import DEFAULT_CODEC, VolumeWriter, encode_chunk
 from .backends import gpu_available
 from .gpu_batches import render_on_gpu
@@ -140,7 +140,8 @@ def _render(store: PoseStore, poses, out, *, mode, height, width, clip_len, num_
         "pipeline": "uniform sampling (test mode, seed 255) -> subject crop (padding 0.25, "
                     "square) -> resize -> render",
     }
-    pipeline = test_pipeline(clip_len, num_clips, (height, width))
+    # the test pipeline's transforms in one pass per sample (bit-equal to the Compose)
+    pipeline = FusedPipeline(test_pipeline(clip_len, num_clips, (height, width)))
     writer = VolumeWriter(out, settings, overwrite=overwrite, commit_every=commit_every,
                           codec=codec)
     todo = [n for n in names if n not in writer.done]

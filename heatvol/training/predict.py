@@ -48,8 +48,7 @@ def predict(model, dataset: PoseDataset, *, device, batch_size: int = 8, workers
     the step renderer (``renderer(..., flip=True)``, same kernels); only volumes of a dataset
     made without ``flip`` are mirrored here (``flip_volume``, the same values). Returns
     (probs float64 [N, C], labels int64 [N])."""
-    from tqdm import tqdm
-
+    from ..progress import progress as progress_display
     from ..transforms import flip_volume
 
     was_training = model.training
@@ -59,7 +58,7 @@ def predict(model, dataset: PoseDataset, *, device, batch_size: int = 8, workers
     loader = make_loader(dataset, None, batch_size=batch_size, workers=workers, drop_last=False,
                          pin=cuda, seed=0)
     probs, labels = [], []
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+    for batch in progress_display(loader, desc=desc, unit="batch", enabled=progress):
         # [B, clips, C, T, H, W] volumes or [B, clips, M, T, V, C] skeletons
         volumes = "skeleton" not in batch
         step_flip = flip and "keypoints" in batch
