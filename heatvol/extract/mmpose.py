@@ -144,6 +144,12 @@ class MMPoseBackend(Backend):
                 warnings.warn(f"mmpose backend: no {what} checkpoint; its weights are random "
                               f"(plumbing test only)", stacklevel=2)
         self.detector = init_detector(str(det_config), det_checkpoint or None, device=device)
+        # init_model makes "mmpose" the default registry scope, where mmdet's test pipeline
+        # (PackDetInputs, ...) is not registered: inference_detector then fails with a
+        # KeyError. mmpose's own demo prefixes those transforms with "mmdet." for this.
+        from mmpose.utils import adapt_mmdet_pipeline
+
+        self.detector.cfg = adapt_mmdet_pipeline(self.detector.cfg)
         self.pose_model = init_model(str(pose_config), pose_checkpoint or None, device=device)
         self.max_persons = int(max_persons)
         self.det_score_thr = float(det_score_thr)
