@@ -47,9 +47,6 @@ def require():
     return init_detector, inference_detector, init_model, inference_topdown
 
 
-_import = require  # the name heatvol.extract used before ``require``
-
-
 def default_configs() -> tuple[str, str]:
     """(detector config, pose config) bundled inside the installed mmdet and mmpose packages
     (their ``.mim`` folders)."""
