@@ -6,11 +6,13 @@ frame go through the pose model as one batch. Written against the documented API
 mmpose 1.3 (``mmpose.apis.init_model`` / ``inference_topdown``) and mmdet 3.3
 (``mmdet.apis.init_detector`` / ``inference_detector``).
 
-An optional extra; it needs mmcv 2.1 with its compiled ops (no wheel for torch 2.13 on
-PyPI: a source build takes ~11 minutes, with ``setuptools<81`` and
-``--no-build-isolation``), mmdet 3.3, mmpose 1.3 and a torchvision matching torch. See
-docs/extract.md. Without checkpoints the models keep their random initial weights (for
-testing the plumbing only; a warning says so).
+An optional extra, for a side environment; it needs mmcv 2.1 with its compiled ops (PyPI
+has no wheel for a recent torch: a source build, with ``setuptools<81``,
+``--no-build-isolation`` and, for torch 2.14, its C++ standard raised to C++20; 52 minutes
+here on 2 loaded cores), mmdet 3.3, mmpose 1.3 and a torchvision matching torch. Step by
+step, and what it showed: docs/extract.md, "The mmpose route". Without checkpoints the
+models keep their random initial weights (for testing the plumbing only; a warning says
+so).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ __all__ = ["MMPoseBackend", "INSTALL_HINT", "person_boxes", "pose_results_to_fra
 
 INSTALL_HINT = ('the mmpose backend needs mmpose 1.3, mmdet 3.3 and mmcv 2.1 (built from '
                 'source): pip install "setuptools<81" && pip install --no-build-isolation '
-                '"mmcv>=2.1,<2.2" && pip install "mmdet>=3.3" "mmpose>=1.3" (see docs/extract.md)')
+                '"mmcv>=2.1,<2.2" && pip install "mmdet>=3.3" "mmpose>=1.3" (step by step: docs/extract.md, "The mmpose route")')
 
 POSE_CONFIG = "configs/body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"
 DET_CONFIG = "configs/faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py"
@@ -43,9 +45,6 @@ def require():
     except ImportError as exc:
         raise BackendUnavailable(f"{INSTALL_HINT} [{exc}]") from None
     return init_detector, inference_detector, init_model, inference_topdown
-
-
-_import = require  # the name heatvol.extract used before ``require``
 
 
 def default_configs() -> tuple[str, str]:
@@ -144,6 +143,12 @@ class MMPoseBackend(Backend):
                 warnings.warn(f"mmpose backend: no {what} checkpoint; its weights are random "
                               f"(plumbing test only)", stacklevel=2)
         self.detector = init_detector(str(det_config), det_checkpoint or None, device=device)
+        # init_model makes "mmpose" the default registry scope, where mmdet's test pipeline
+        # (PackDetInputs, ...) is not registered: inference_detector then fails with a
+        # KeyError. mmpose's own demo prefixes those transforms with "mmdet." for this.
+        from mmpose.utils import adapt_mmdet_pipeline
+
+        self.detector.cfg = adapt_mmdet_pipeline(self.detector.cfg)
         self.pose_model = init_model(str(pose_config), pose_checkpoint or None, device=device)
         self.max_persons = int(max_persons)
         self.det_score_thr = float(det_score_thr)
