@@ -38,6 +38,7 @@ the rendered volume (``double=True``), here :func:`flip_volume`. See
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -769,14 +770,16 @@ class _FusedState:
                 bound = bound * max(abs(scale[0]), abs(scale[1])) + max(abs(offset[0]),
                                                                        abs(offset[1]))
             checked = not bound < 1e37
-            for scale, offset in self.steps:
-                with np.errstate(over="ignore", invalid="ignore"):
+            errors = (np.errstate(over="ignore", invalid="ignore") if checked
+                      else contextlib.nullcontext())
+            with errors:
+                for scale, offset in self.steps:
                     mapped = (points.astype(np.float64) * np.asarray(scale, dtype=np.float64)
                               + np.asarray(offset, dtype=np.float64)).astype(np.float32)
-                if checked:  # a point that overflowed at an earlier step stays as it is
-                    finite = np.isfinite(points).all(axis=-1)
-                    mapped = np.where(finite[:, None], mapped, points)
-                points = mapped
+                    if checked:  # a point that overflowed at an earlier step stays as it is
+                        finite = np.isfinite(points).all(axis=-1)
+                        mapped = np.where(finite[:, None], mapped, points)
+                    points = mapped
             keypoints = keypoints.copy()
             keypoints[valid] = points
             scores = scores.copy()
