@@ -9,6 +9,8 @@ import hashlib
 import http.server
 import io
 import threading
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from heatvol.extract.base import BackendUnavailable  # noqa: E402
 from heatvol.extract.rtmpose import (  # noqa: E402
     OnnxPersonDetector, RTMPoseBackend, RTMPoseEstimator, affine_matrix, box_to_center_scale,
     decode_simcc, decode_yolox_raw, letterbox)
+from heatvol.extract import weights  # noqa: E402
 from heatvol.extract.weights import ModelFile, ModelFileMissing, locate  # noqa: E402
 
 K = 17
@@ -456,14 +459,14 @@ def test_preset_downloads_to_the_cache_on_first_use(tmp_path, cache, monkeypatch
     srv = _Server(zips)
     try:
         preset = rtmpose.PRESETS["rtmpose-m"]
-        files = dict(rtmpose.RTMPOSE_FILES)
+        files = dict(weights.MODELS)
         for name, url, member in ((preset.detector, "/det.zip", "det_stem/end2end.onnx"),
                                   (preset.pose, "/pose.zip", "pose_stem/end2end.onnx")):
             files[name] = ModelFile(name=name, filename=name + ".onnx",
                                     sha256=hashlib.sha256(zips[url]).hexdigest(),
                                     format="zip:" + member, url=srv.url + url,
                                     upstream="test server", licence="Apache-2.0")
-        monkeypatch.setattr(rtmpose, "RTMPOSE_FILES", files)
+        monkeypatch.setattr(weights, "MODELS", files)
         be = RTMPoseBackend("rtmpose-m")
         assert sorted(srv.hits) == ["/det.zip", "/pose.zip"]
         assert be.pose_path == cache / f"{preset.pose}.onnx"
@@ -493,9 +496,13 @@ def test_corrupt_download_is_refused(tmp_path, cache):
         srv.close()
 
 
-def test_preset_files_missing_say_where_to_get_them(tmp_path, cache):
-    """The real presets (no checksum recorded yet: local files only): one line naming the
-    file, the folders and the release URL to download."""
+def test_preset_files_missing_say_where_to_get_them(tmp_path, cache, monkeypatch):
+    """The real presets with no network: one line naming the file, the folders and the
+    release URL to download (the network is cut off here, so nothing is fetched)."""
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("network unreachable (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     with pytest.raises(BackendUnavailable) as exc:
         RTMPoseBackend("rtmpose-m", models_dir=tmp_path)
     msg = str(exc.value)

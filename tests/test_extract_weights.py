@@ -187,5 +187,16 @@ def test_download_zip_member(env, server):
 def test_model_file_validation():
     with pytest.raises(ValueError, match="format"):
         ModelFile("x", "x.bin", None, "tflite", None, "u", "l")
-    with pytest.raises(ValueError, match="sha256"):
-        ModelFile("x", "x.onnx", None, "onnx", "http://127.0.0.1/x.onnx", "u", "l")
+
+
+def test_download_without_a_published_checksum_prints_its_digest(env, server):
+    """A release with no published checksum (OpenMMLab's zips): the first download is trusted
+    and its sha256 printed for the user to compare; nothing else changes."""
+    base, files, _ = server
+    files["/m.onnx"] = PAYLOAD
+    lines = []
+    p = locate(_entry(base + "/m.onnx", sha=None),
+               progress=lambda line, end=False: lines.append(line))
+    assert p.read_bytes() == PAYLOAD
+    assert hashlib.sha256(PAYLOAD).hexdigest() in lines[-1]
+    assert "no published checksum" in lines[-1]

@@ -52,11 +52,11 @@ import numpy as np
 from .base import Backend, BackendUnavailable, FramePoses
 from .topdown import filter_boxes, keypoint_box, ort_session
 from .tracking import box_iou
-from .weights import ModelFile, ModelFileMissing, locate
+from .weights import locate
 
 __all__ = ["RTMPoseBackend", "RTMPosePreset", "PRESETS", "OnnxPersonDetector",
            "RTMPoseEstimator", "letterbox", "decode_yolox_raw", "box_to_center_scale",
-           "affine_matrix", "decode_simcc", "RTMPOSE_FILES"]
+           "affine_matrix", "decode_simcc"]
 
 RTMDET_MEAN_BGR = np.array([103.53, 116.28, 123.675], np.float32)
 RTMDET_STD_BGR = np.array([57.375, 57.12, 58.395], np.float32)
@@ -64,54 +64,9 @@ RTMPOSE_MEAN_RGB = np.array([123.675, 116.28, 103.53], np.float32)
 RTMPOSE_STD_RGB = np.array([58.395, 57.12, 57.375], np.float32)
 PAD_VALUE = 114
 
-# --------------------------------------------------------------------------- model files
-
-_OPENMMLAB = "https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/onnx_sdk/"
-
-
-#: name -> (release URL of the zip, the ONNX member inside it), for "where to get it".
-RELEASES: dict[str, tuple[str, str]] = {}
-
-
-def _release(name: str, folder: str, stem: str, upstream: str) -> ModelFile:
-    """A model file published by OpenMMLab as ``<stem>.zip``, holding mmdeploy's ONNX SDK
-    export at ``<folder>/<stem>/end2end.onnx`` (rtmlib takes the zip's one end2end.onnx).
-
-    No checksum of these archives could be taken here (no network), so the entry is a local
-    file only until its sha256 is filled in (then: url = the zip, format =
-    ``zip:<member>``); the one-line "not found" message names the release to download."""
-    url = _OPENMMLAB + stem + ".zip"
-    member = f"{folder}/{stem}/end2end.onnx"
-    RELEASES[name] = (url, member)
-    return ModelFile(name=name, filename=name + ".onnx", sha256=None, format="onnx", url=None,
-                     upstream=f"{upstream}; {url} ({member})", licence="Apache-2.0")
-
-
-_POSE, _DET = "20230831/rtmpose_onnx", "20230928/yolox_onnx"
-
-#: The RTMPose / YOLOX exports the presets use (``weights.locate`` takes these entries).
-RTMPOSE_FILES: dict[str, ModelFile] = {m.name: m for m in [
-    _release("rtmpose-m-body7", _POSE,
-             "rtmpose-m_simcc-body7_pt-body7_420e-256x192-e48f03d0_20230504",
-             "RTMPose-m 256x192, Body7 (COCO-17 joints), 74.9 AP on COCO val"),
-    _release("rtmpose-s-body7", _POSE,
-             "rtmpose-s_simcc-body7_pt-body7_420e-256x192-acd4a1ef_20230504",
-             "RTMPose-s 256x192, Body7 (COCO-17 joints), 69.7 AP on COCO val"),
-    _release("rtmpose-x-body7", _POSE,
-             "rtmpose-x_simcc-body7_pt-body7_700e-384x288-71d7b7e9_20230629",
-             "RTMPose-x 384x288, Body7 (COCO-17 joints), 78.8 AP on COCO val"),
-    _release("yolox-m-humanart", _DET, "yolox_m_8xb8-300e_humanart-c2c7a14a",
-             "YOLOX-m 640x640 person detector, HumanArt + COCO"),
-    _release("yolox-tiny-humanart", _DET, "yolox_tiny_8xb8-300e_humanart-6f3252f9",
-             "YOLOX-tiny 416x416 person detector, HumanArt + COCO"),
-    _release("yolox-x-humanart", _DET, "yolox_x_8xb8-300e_humanart-a39d44ed",
-             "YOLOX-x 640x640 person detector, HumanArt + COCO"),
-]}
-
-
 @dataclass(frozen=True)
 class RTMPosePreset:
-    """detector / pose: keys of RTMPOSE_FILES; detector_kind: "yolox" or "rtmdet"
+    """detector / pose: keys of heatvol.extract.weights.MODELS; detector_kind: "yolox" or "rtmdet"
     (decides the input normalisation)."""
 
     detector: str
@@ -358,9 +313,9 @@ class RTMPoseBackend(Backend):
             raise ValueError(f"det_interval must be >= 1, got {det_interval}")
         p = PRESETS[preset]
         self.detector_path = _local(det_model, "detector") if det_model is not None \
-            else _locate(p.detector, models_dir)
+            else locate(p.detector, models_dir)
         self.pose_path = _local(pose_model, "pose model") if pose_model is not None \
-            else _locate(p.pose, models_dir)
+            else locate(p.pose, models_dir)
         self.detector = OnnxPersonDetector(self.detector_path, det_kind or p.detector_kind,
                                            device, num_threads)
         self.pose = RTMPoseEstimator(self.pose_path, device, num_threads, padding=padding)
@@ -420,17 +375,6 @@ class RTMPoseBackend(Backend):
                 boxes, scores = np.concatenate([db, boxes]), np.concatenate([ds, scores])
             prev = self.estimate(frame, boxes, scores)
             yield prev
-
-
-def _locate(name: str, models_dir) -> Path:
-    """weights.locate for a preset's file; a missing file's one line also names its release."""
-    try:
-        return locate(RTMPOSE_FILES[name], models_dir)
-    except ModelFileMissing as exc:
-        url, member = RELEASES.get(name, (None, None))
-        if url is None or url in str(exc):
-            raise
-        raise ModelFileMissing(f"{exc}; it is {member} in {url}") from None
 
 
 def _local(path, what: str) -> Path:

@@ -53,10 +53,12 @@ class ModelFile:
     """One model file.
 
     name: the registry key (``locate(name)``); filename: the file name looked for in the
-    models folders and cache; sha256: of what ``url`` serves (hex); format: ``onnx`` or
-    ``zip:<member>``; url: a direct download of exactly that content, or None when only a
-    local file is accepted; upstream: where the model itself is published and under what
-    licence (for people, not for the code).
+    models folders and cache; sha256: of what ``url`` serves (hex), or None where the
+    publisher gives none and none could be taken here (then the first download is trusted and
+    its digest printed, so a user can compare it); format: ``onnx`` or ``zip:<member>``; url:
+    a direct download of exactly that content, or None when only a local file is accepted;
+    upstream: where the model itself is published and under what licence (for people, not
+    for the code).
     """
 
     name: str
@@ -71,8 +73,6 @@ class ModelFile:
         if not (self.format == "onnx" or self.format.startswith("zip:")):
             raise ValueError(f"{self.name}: format must be 'onnx' or 'zip:<member>', "
                              f"got {self.format!r}")
-        if self.url is not None and not self.sha256:
-            raise ValueError(f"{self.name}: a downloadable file needs its sha256")
 
 
 # The four ONNX files below were converted for this project from the TensorFlow.js graph
@@ -118,6 +118,40 @@ MODELS: dict[str, ModelFile] = {m.name: m for m in [
                  + _LOCAL_ONLY_NOTE,
         licence="Apache-2.0"),
 ]}
+
+
+
+def _openmmlab_release(name: str, folder: str, stem: str, upstream: str) -> ModelFile:
+    """An ONNX export published by OpenMMLab as ``<stem>.zip`` (mmdeploy's SDK layout, the
+    files rtmlib uses): the model is the zip's ``<folder>/<stem>/end2end.onnx``. OpenMMLab
+    publishes no checksums and this machine cannot reach their server, so sha256 is None:
+    the first download is trusted and its digest printed (see ModelFile)."""
+    return ModelFile(name=name, filename=name + ".onnx", sha256=None,
+                     format=f"zip:{folder}/{stem}/end2end.onnx",
+                     url=f"{_OPENMMLAB}{stem}.zip", upstream=upstream, licence="Apache-2.0")
+
+
+_OPENMMLAB = "https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/onnx_sdk/"
+_RTMPOSE, _YOLOX = "20230831/rtmpose_onnx", "20230928/yolox_onnx"
+
+# The RTMPose / YOLOX exports behind ``heatvol extract --backend rtmpose``'s presets.
+MODELS.update({m.name: m for m in [
+    _openmmlab_release("rtmpose-m-body7", _RTMPOSE,
+                       "rtmpose-m_simcc-body7_pt-body7_420e-256x192-e48f03d0_20230504",
+                       "RTMPose-m 256x192, Body7 (COCO-17 joints), 74.9 AP on COCO val"),
+    _openmmlab_release("rtmpose-s-body7", _RTMPOSE,
+                       "rtmpose-s_simcc-body7_pt-body7_420e-256x192-acd4a1ef_20230504",
+                       "RTMPose-s 256x192, Body7 (COCO-17 joints), 69.7 AP on COCO val"),
+    _openmmlab_release("rtmpose-x-body7", _RTMPOSE,
+                       "rtmpose-x_simcc-body7_pt-body7_700e-384x288-71d7b7e9_20230629",
+                       "RTMPose-x 384x288, Body7 (COCO-17 joints), 78.8 AP on COCO val"),
+    _openmmlab_release("yolox-m-humanart", _YOLOX, "yolox_m_8xb8-300e_humanart-c2c7a14a",
+                       "YOLOX-m 640x640 person detector, HumanArt + COCO"),
+    _openmmlab_release("yolox-tiny-humanart", _YOLOX, "yolox_tiny_8xb8-300e_humanart-6f3252f9",
+                       "YOLOX-tiny 416x416 person detector, HumanArt + COCO"),
+    _openmmlab_release("yolox-x-humanart", _YOLOX, "yolox_x_8xb8-300e_humanart-a39d44ed",
+                       "YOLOX-x 640x640 person detector, HumanArt + COCO"),
+]})
 
 
 def cache_dir() -> Path:
@@ -230,10 +264,12 @@ def _download(entry: ModelFile, dirs: list[Path], progress, timeout: float) -> P
             reason = getattr(exc, "reason", None) or exc
             raise ModelFileMissing(f"cannot download {entry.filename} (no network? "
                                    f"{' '.join(str(reason).split())}); {fail_hint}") from None
-        if progress is not None:
-            progress(f"downloaded {entry.filename}: {got / 1e6:.1f} MB", end=True)
         digest = h.hexdigest()
-        if digest != entry.sha256:
+        if progress is not None:
+            progress(f"downloaded {entry.filename}: {got / 1e6:.1f} MB, sha256 {digest}"
+                     + ("" if entry.sha256 else " (no published checksum to compare)"),
+                     end=True)
+        if entry.sha256 is not None and digest != entry.sha256:
             raise ModelFileMissing(f"downloaded {entry.filename} from {entry.url} has sha256 "
                                    f"{digest[:16]}..., expected {entry.sha256[:16]}... "
                                    f"(corrupt or changed upstream); not used; {fail_hint}")
