@@ -499,3 +499,17 @@ def test_dataset_volume_dtype_is_the_float32_volume_converted(small_store, volum
         assert x.dtype == torch.float32
         tol = 2.5e-4 if volume_dtype == "float16" else 0.5 / 255 + 1e-7
         assert float((x[0].numpy() - want).__abs__().max()) <= tol
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8])
+def test_encode_chunk_gives_the_filters_own_bytes(dtype):
+    """python-blosc's chunk (what heatvol writes) is byte-equal to hdf5plugin's Blosc filter
+    output (what HDF5 would write), and deflate_chunk to HDF5's shuffle + gzip."""
+    from heatvol.volumes import encode_chunk, filter_chunk
+
+    rng = np.random.default_rng(5)
+    kp = rng.uniform(0, 40, (2, 2, 12, NUM_JOINTS, 2)).astype(np.float32)
+    sc = rng.uniform(0.2, 1, (2, 2, 12, NUM_JOINTS)).astype(np.float32)
+    vol = heatvol.render_batch(kp, sc, size=(40, 36), dtype=dtype)
+    for codec in ("blosc-lz4", "deflate"):
+        assert encode_chunk(vol, codec) == filter_chunk(vol, codec)
