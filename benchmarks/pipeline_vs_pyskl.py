@@ -95,7 +95,8 @@ def pyskl_pipelines(ps, lay, clip_len=48):
         return ps.Compose([
             ps.UniformSampleFrames(clip_len=clip_len), ps.PoseDecode(),
             ps.PoseCompact(hw_ratio=1., allow_imgpad=True), ps.Resize(scale=(-1, 64)),
-            ps.RandomResizedCrop(area_range=(0.56, 1.0)), ps.Resize(scale=(56, 56), keep_ratio=False),
+            ps.RandomResizedCrop(area_range=(0.56, 1.0)),
+            ps.Resize(scale=(56, 56), keep_ratio=False),
             ps.Flip(flip_ratio=0.5, left_kp=left_kp, right_kp=right_kp), target(limb),
             ps.FormatShape(input_format="NCTHW_Heatmap")])
 

@@ -585,7 +585,8 @@ def render_into(keypoints, scores, limbs, out, sigma: float, use_score: bool, *,
         if np.dtype(d_out.dtype) == np.float16:
             d_out = d_out.view(np.uint16)
     all_planes = d_out.reshape(num_planes, height, width)
-    # With the flip the kernels render the first half (contiguous planes); the mirror fills the rest.
+    # With the flip the kernels render the first half (contiguous planes); the mirror kernel
+    # fills the rest.
     planes = all_planes if mirror_channel is None else all_planes[:num_planes // 2]
 
     def to_device(arr):
