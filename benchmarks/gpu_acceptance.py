@@ -173,6 +173,11 @@ def _sets(sets: dict) -> list[str]:
     return out
 
 
+# This script's modes ("cpu": volumes rendered in the DataLoader workers, "gpu": inside the
+# training step) as heatvol's --render-device values.
+_RENDER_DEVICE = {"cpu": "cpu", "gpu": "cuda", "auto": "auto", "cuda": "cuda"}
+
+
 class Commands:
     """Every command line this script runs (update here when a CLI flag is renamed)."""
 
@@ -197,7 +202,7 @@ class Commands:
                             "--epochs", str(epochs), "--batch-size", str(batch_size),
                             "--lr", str(lr), "--workers", str(workers), "--device", device, "-q"]
         if render is not None:
-            cmd += ["--render", render]
+            cmd += ["--render-device", _RENDER_DEVICE[render]]
         if limb is not None:
             cmd += ["--limb" if limb else "--joint"]
         if modality is not None:
@@ -220,7 +225,7 @@ class Commands:
         if flip:
             cmd.append("--flip")
         if render is not None:
-            cmd += ["--render", render]
+            cmd += ["--render-device", _RENDER_DEVICE[render]]
         return cmd
 
     @staticmethod
@@ -236,7 +241,7 @@ class Commands:
     def train_throughput(poses: Path, *, preset: str, render: str, steps: int, warmup: int,
                          workers: int) -> list[str]:
         return [sys.executable, str(BENCH / "train_throughput.py"), str(poses), "--preset",
-                preset, "--render", render, "--steps", str(steps), "--warmup", str(warmup),
+                preset, "--render-device", _RENDER_DEVICE[render], "--steps", str(steps), "--warmup", str(warmup),
                 "--workers", str(workers), "--json"]
 
     @staticmethod
@@ -830,13 +835,16 @@ def markdown(report: dict) -> str:
                   "data wait |", "|---|---|---|---|---|---|---|"]
         for mode, r in sp["train_throughput"].items():
             if "samples_per_s" in r:
-                lines.append(f"| `--render {mode}` | {r['model']} {r['mode']} {r['size']}²x"
-                             f"{r['clip_len']} | {r['batch_size']} | {r['workers']} | "
+                height, width = (r["size"], r["size"]) if isinstance(r["size"], int) \
+                    else r["size"]
+                lines.append(f"| `--render-device {_RENDER_DEVICE[mode]}` | {r['model']} "
+                             f"{r['mode']} {height}x{width}x{r['clip_len']} | {r['batch_size']} | {r['workers']} | "
                              f"{r['samples_per_s']:.1f} | {r['step_ms']:.0f} | "
                              f"{r['data_wait_fraction']:.1%} |")
             else:
                 reason = r.get("skipped") or r.get("status") or "not run"
-                lines.append(f"| `--render {mode}` | not run: {_cell(reason)} | | | | | |")
+                lines.append(f"| `--render-device {_RENDER_DEVICE[mode]}` | not run: "
+                             f"{_cell(reason)} | | | | | |")
     ac = report["parts"].get("accuracy")
     if ac:
         er = ac["schedules"].get("epochs_run", {})

@@ -11,7 +11,7 @@ pyskl's pickle (``{"split": ..., "annotations": [...]}`` with ``keypoint`` float
   p99) with a cold page cache (``posix_fadvise(POSIX_FADV_DONTNEED)`` on the store's file
   before every read; the HDF5 chunk cache is not emptied, but random sequences rarely share
   a chunk) and a warm one (the file read once first), a shuffled epoch of the ``train``
-  split through ``PoseDataset`` (``render="gpu"``: keypoints only, the PoseC3D train
+  split through ``PoseDataset`` (``render_device="cuda"``: keypoints only, the PoseC3D train
   pipeline, clip 48, batch 32) with 0 and ``--workers`` DataLoader workers.
 - pickle: ``pickle.load`` time and memory, and the same epoch through a minimal torch
   Dataset over the loaded list (pyskl's ``BaseDataset``: ``copy.deepcopy`` of the list
@@ -238,7 +238,7 @@ class PickleDataset:
 
     Item ``(epoch, index)``: ``copy.deepcopy`` of the list entry (as pyskl's
     ``prepare_train_frames``), the PoseC3D train pipeline with :func:`heatvol.data.sample_rng`,
-    persons cut or padded to ``max_persons``: the same work as ``PoseDataset(render="gpu")``
+    persons cut or padded to ``max_persons``: the same work as ``PoseDataset(render_device="cuda")``
     except for where the sequence comes from.
     """
 
@@ -298,7 +298,7 @@ def measure_store_epoch(directory: Path, workers: int, batch_size: int, seed: in
     base = memory()
     store = PoseStore(directory / "poses.h5")
     dataset = PoseDataset(store, store.split("train"), train=True, clip_len=48, size=56,
-                          render="gpu", max_persons=2, seed=seed)
+                          render_device="cuda", max_persons=2, seed=seed)
     built = memory()
     peaks = MemoryPeaks()
     res = _epoch(dataset, workers, batch_size, seed, peaks)

@@ -60,7 +60,8 @@ def run(args, render_device: str) -> dict:
     data, step = timings[:, 0].sum(), timings[:, 1].sum()
     samples = len(timings) * cfg.batch_size * res["world_size"]
     return {"render_device": render_device, "device": res["device"], "model": cfg.model,
-            "mode": cfg.mode, "size": list(cfg.size), "clip_len": cfg.clip_len, "batch_size": cfg.batch_size,
+            "mode": cfg.mode, "size": list(cfg.size), "clip_len": cfg.clip_len,
+            "batch_size": cfg.batch_size,
             "workers": cfg.workers, "steps": len(timings),
             "samples_per_s": samples / step, "step_ms": 1000 * step / len(timings),
             "data_wait_fraction": data / step}

@@ -116,7 +116,7 @@ def test_building_a_dataset_reads_no_sequence(small_store, monkeypatch):
         raise AssertionError(f"read {key!r} while building the dataset")
 
     monkeypatch.setattr(heatvol.PoseStore, "__getitem__", refuse)
-    pose = PoseDataset(store, names, train=True, clip_len=8, size=16, render="gpu")
+    pose = PoseDataset(store, names, train=True, clip_len=8, size=16, render_device="cuda")
     skel = SkeletonDataset(store, names, train=True, clip_len=8)
     for ds in (pose, skel):
         np.testing.assert_array_equal(ds.labels, expected)
@@ -140,7 +140,7 @@ def test_workers_open_the_store_themselves_and_give_the_same_samples(small_store
     store = heatvol.PoseStore(small_store, in_memory=True)
     store.built_here = True
     ds = _WhichStore(store, store.split("train"), train=True, clip_len=8, size=16,
-                     render="gpu", seed=5)
+                     render_device="cuda", seed=5)
     main = _batches(ds, 0)
     workers = _batches(ds, 2, context)
     assert all(b["parent_store"].all() for b in main)

@@ -12,6 +12,7 @@ Exit codes (every command):
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import click
 
 __all__ = ["CONTEXT", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_SKIPPED", "EXIT_INTERRUPTED",
-           "fail", "one_line", "require_store", "deprecated", "LazyChoice", "MultiValueOption",
+           "fail", "warn", "interruptible", "os_error_line", "one_line", "require_store", "deprecated", "LazyChoice", "MultiValueOption",
            "SizeOption", "WeightsOption"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -39,6 +40,30 @@ def fail(message: str, code: int = EXIT_ERROR):
     """Print one line to stderr and exit."""
     click.echo(f"heatvol: error: {one_line(message)}", err=True)
     sys.exit(code)
+
+
+def interruptible(kept: str):
+    """Ctrl-C ends the command with one line saying what is kept, and exit status 130."""
+    def decorate(command):
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            try:
+                return command(*args, **kwargs)
+            except KeyboardInterrupt:
+                fail(f"interrupted; {kept}", EXIT_INTERRUPTED)
+        return run
+    return decorate
+
+
+def os_error_line(exc: OSError, default: Path) -> str:
+    """``FILE: reason`` for an OSError (a read-only folder, a full disk outside the stores)."""
+    where = exc.filename or default
+    reason = "no space left on device" if exc.errno == 28 else (exc.strerror or str(exc))
+    return f"{where}: {reason}"
+
+
+def warn(line: str) -> None:
+    click.echo(f"heatvol: warning: {one_line(line)}", err=True)
 
 
 def require_store(path: Path, what: str = "pose store") -> Path:

@@ -6,7 +6,6 @@ Every command follows the exit codes of :mod:`heatvol.cli.common` (docs/cli.md):
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -14,32 +13,8 @@ from pathlib import Path
 import click
 
 from .common import (CONTEXT, EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USAGE, LazyChoice, fail,
-                     one_line)
+                     interruptible, os_error_line, warn)
 from .shards import SHARD_HELP
-
-
-def interruptible(kept: str):
-    """Ctrl-C ends the command with one line saying what is kept, and exit status 130."""
-    def decorate(command):
-        @functools.wraps(command)
-        def run(*args, **kwargs):
-            try:
-                return command(*args, **kwargs)
-            except KeyboardInterrupt:
-                fail(f"interrupted; {kept}", EXIT_INTERRUPTED)
-        return run
-    return decorate
-
-
-def os_error_line(exc: OSError, default: Path) -> str:
-    """``FILE: reason`` for an OSError (a read-only folder, a full disk outside the stores)."""
-    where = exc.filename or default
-    reason = "no space left on device" if exc.errno == 28 else (exc.strerror or str(exc))
-    return f"{where}: {reason}"
-
-
-def warn(line: str) -> None:
-    click.echo(f"heatvol: warning: {one_line(line)}", err=True)
 
 
 def _formats():

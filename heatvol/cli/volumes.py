@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT, EXIT_USAGE, SizeOption, deprecated, fail, one_line, require_store
-from .poses import interruptible, open_any, os_error_line, warn
+from .common import (CONTEXT, EXIT_USAGE, SizeOption, deprecated, fail, interruptible, one_line,
+                     os_error_line, require_store, warn)
+from .poses import open_any
 from .shards import SHARD_ERRORS, SHARD_HELP, report_shard, shard_option
 
 

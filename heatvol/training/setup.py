@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..data import PoseDataset, SkeletonDataset, StepRenderer
 from ..layouts import layout as get_layout
 from .config import ConfigError, TrainConfig
@@ -37,12 +39,22 @@ def check_inputs(cfg: TrainConfig, gcn: bool) -> None:
                               f"--render-device out)")
 
 
+#: Stores up to this size are read into the main process's memory once (fast when there are
+#: no workers); larger ones (Kinetics-400 is ~21 GiB) are read per sample, so the main
+#: process's memory does not grow with the dataset. The samples are the same either way.
+IN_MEMORY_MAX_BYTES = 1 << 30
+
+
 def open_store(path):
-    """The pose store at ``path``, read into memory; a bad store is a ConfigError."""
+    """The pose store at ``path`` (read into memory when it is small); a bad store is a
+    ConfigError."""
+    from ..parts import PartFiles
     from ..store import PoseStore, StoreError
 
+    files = [Path(path)] + [p for _, p in PartFiles(path).list()]
+    size = sum(p.stat().st_size for p in files if p.is_file())
     try:
-        return PoseStore(path, in_memory=True)
+        return PoseStore(path, in_memory=size <= IN_MEMORY_MAX_BYTES)
     except StoreError as exc:
         raise ConfigError(str(exc)) from None
 
