@@ -58,7 +58,8 @@ def check_mode(mode: str) -> str:
 
 
 def check_render_device(render_device: str, *, extra: tuple[str, ...] = ()) -> str:
-    if render_device not in RENDER_DEVICES + tuple(extra):
-        raise ValueError(f"render_device must be one of {', '.join(RENDER_DEVICES + tuple(extra))}; "
+    known = RENDER_DEVICES + tuple(extra)
+    if render_device not in known:
+        raise ValueError(f"render_device must be one of {', '.join(known)}; "
                          f"got {render_device!r}")
     return render_device

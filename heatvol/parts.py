@@ -26,11 +26,12 @@ import fcntl
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["PartFiles", "WriterLock", "WriterBusy", "fsync_file", "fsync_dir", "h5_image",
-           "write_bytes", "is_disk_full", "has_space", "IN_MEMORY_MERGE_BYTES"]
+__all__ = ["PartFiles", "WriterLock", "WriterBusy", "read_snapshot", "fsync_file", "fsync_dir",
+           "h5_image", "write_bytes", "is_disk_full", "has_space", "IN_MEMORY_MERGE_BYTES"]
 
 PART_RE = re.compile(r"^part-(\d{8})\.h5$")
 
@@ -237,3 +238,27 @@ class WriterLock:
             self.lock_path.unlink(missing_ok=True)  # while still holding it
             os.close(self._fd)
             self._fd = None
+
+
+#: How often a reader takes its snapshot of the files again when a writer's merge swaps them.
+OPEN_ATTEMPTS = 5
+
+
+def read_snapshot(path: Path, take, close, *, vanished: tuple[type[BaseException], ...],
+                  error: type[Exception]):
+    """``take()`` (open the main file and every part, read their index), retried: a writer's
+    merge replaces the main file and then deletes the parts it merged, so a reader listing the
+    files in between finds one gone (``vanished``). ``close()`` runs after every failed try;
+    after OPEN_ATTEMPTS an ``error`` names the file."""
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            return take()
+        except vanished:
+            close()
+            if attempt == OPEN_ATTEMPTS - 1:
+                raise error(f"{path}: files kept changing while opening (a writer is merging); "
+                            f"try again") from None
+            time.sleep(0.05 * (attempt + 1))
+        except BaseException:
+            close()
+            raise

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import h5py
 import numpy as np
 
 from .layouts import Layout, layout as get_layout
-from .parts import PartFiles, WriterBusy, WriterLock, is_disk_full
+from .parts import PartFiles, WriterBusy, WriterLock, is_disk_full, read_snapshot
 
 __all__ = ["PoseRecord", "PoseStore", "PoseWriter", "StoreError", "FORMAT_VERSION",
            "COORD_LIMIT"]
@@ -44,7 +43,6 @@ _STR = h5py.string_dtype("utf-8")
 #: distances and a picture's pixel positions stay far from float32 / int32 overflow.
 COORD_LIMIT = 1e6
 # A reader retries this many times when a writer's merge swaps files under it.
-_OPEN_ATTEMPTS = 5
 # What h5py raises for a damaged file or chunk (bad checksum, inflate error, bad metadata).
 _READ_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError)
 
@@ -224,19 +222,8 @@ class PoseStore:
         self._pid = os.getpid()
         # A writer's merge replaces the main file and then deletes the parts it merged: a
         # reader listing the files in between finds one gone. Take the snapshot again.
-        for attempt in range(_OPEN_ATTEMPTS):
-            try:
-                indices, meta = self._open_snapshot()
-                break
-            except _Vanished:
-                self.close()
-                if attempt == _OPEN_ATTEMPTS - 1:
-                    raise StoreError(f"{self.path}: files kept changing while opening (a writer "
-                                     f"is merging); try again") from None
-                time.sleep(0.05 * (attempt + 1))
-            except BaseException:
-                self.close()
-                raise
+        indices, meta = read_snapshot(self.path, self._open_snapshot, self.close,
+                                      vanished=(_Vanished,), error=StoreError)
         self._meta = meta
         try:
             self.layout: Layout = get_layout(meta["layout"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,14 +21,13 @@ import h5py
 import hdf5plugin  # registers the Blosc filter with HDF5 (reading and writing blosc-lz4 files)
 import numpy as np
 
-from .parts import PART_RE, PartFiles, WriterBusy, WriterLock, is_disk_full
+from .parts import PART_RE, PartFiles, WriterBusy, WriterLock, is_disk_full, read_snapshot
 from .store import StoreError
 
 __all__ = ["VolumeFile", "VolumeWriter", "is_volume_file", "CODECS", "DEFAULT_CODEC",
            "encode_chunk"]
 
 # A reader retries this many times when a writer's merge swaps files under it.
-_OPEN_ATTEMPTS = 5
 
 FORMAT_NAME = "heatvol-volumes"
 FORMAT_VERSION = 1
@@ -86,19 +84,8 @@ class VolumeFile:
         self._handles: list[h5py.File] = []
         # A writer's merge replaces the main file and then deletes the merged parts: a file
         # listed a moment ago can be gone. Take the snapshot again.
-        for attempt in range(_OPEN_ATTEMPTS):
-            try:
-                names, labels, where = self._open_snapshot()
-                break
-            except FileNotFoundError:
-                self.close()
-                if attempt == _OPEN_ATTEMPTS - 1:
-                    raise StoreError(f"{self.path}: files kept changing while opening (a writer "
-                                     f"is merging); try again") from None
-                time.sleep(0.05 * (attempt + 1))
-            except BaseException:
-                self.close()
-                raise
+        names, labels, where = read_snapshot(self.path, self._open_snapshot, self.close,
+                                             vanished=(FileNotFoundError,), error=StoreError)
         self._names = names
         self.labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
         self._where = where

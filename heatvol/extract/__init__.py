@@ -167,31 +167,30 @@ def _assign_labels(items: list[VideoItem], labels: dict[str, str] | None,
 # --------------------------------------------------------------------------- backends
 
 
+def _onnx_options(options: dict) -> dict:
+    """The options the onnxruntime backends (topdown, rtmpose) take; device "auto" resolved to
+    cuda when onnxruntime has its CUDA provider, else cpu."""
+    opts = {k: v for k, v in options.items() if k in (
+        "layout", "det_score_thr", "det_interval", "device", "num_threads",
+        "models_dir") and v is not None}
+    if opts.get("device") == "auto":
+        import onnxruntime as ort
+        opts["device"] = "cuda" if "CUDAExecutionProvider" in \
+            ort.get_available_providers() else "cpu"
+    return opts
+
+
 def make_backend(backend: str = "topdown", **options) -> Backend:
     """A backend by name; BackendUnavailable (with the install line, or the model file to
     put where) when it is missing."""
     if backend == "topdown":
         from .topdown import TopDownBackend
 
-        opts = {k: v for k, v in options.items() if k in (
-            "layout", "det_score_thr", "det_interval", "device", "num_threads",
-            "models_dir") and v is not None}
-        if opts.get("device") == "auto":
-            import onnxruntime as ort
-            opts["device"] = "cuda" if "CUDAExecutionProvider" in \
-                ort.get_available_providers() else "cpu"
-        return TopDownBackend(options.get("preset") or "accurate", **opts)
+        return TopDownBackend(options.get("preset") or "accurate", **_onnx_options(options))
     if backend == "rtmpose":
         from .rtmpose import RTMPoseBackend
 
-        opts = {k: v for k, v in options.items() if k in (
-            "layout", "det_score_thr", "det_interval", "device", "num_threads",
-            "models_dir") and v is not None}
-        if opts.get("device") == "auto":
-            import onnxruntime as ort
-            opts["device"] = "cuda" if "CUDAExecutionProvider" in \
-                ort.get_available_providers() else "cpu"
-        return RTMPoseBackend(options.get("preset") or "rtmpose-m", **opts)
+        return RTMPoseBackend(options.get("preset") or "rtmpose-m", **_onnx_options(options))
     if backend == "blazepose":
         from .blazepose import BlazePoseBackend
 

@@ -27,6 +27,17 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 
+
+def _stop_reader(stop, thread, q) -> None:
+    """Stop a decode-ahead thread: signal it, drain its queue so a blocked put returns, join."""
+    stop.set()
+    while thread.is_alive():
+        try:
+            q.get(timeout=0.05)
+        except queue.Empty:
+            pass
+    thread.join()
+
 class VideoError(Exception):
     """A video cannot be read; the message says why (recorded as the video's failure)."""
 
@@ -132,13 +143,7 @@ class VideoReader:
                 self.frames_read += 1
                 yield item
         finally:
-            stop.set()
-            while thread.is_alive():
-                try:
-                    q.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            thread.join()
+            _stop_reader(stop, thread, q)
         if self.frames_read == 0:
             raise VideoError("no frame could be decoded (zero-frame or corrupt video)")
         if self.info.frame_count and self.frames_read < self.info.frame_count * 0.9:
@@ -244,13 +249,7 @@ class FramesReader:
                 self.frames_read += 1
                 yield item
         finally:
-            stop.set()
-            while thread.is_alive():
-                try:
-                    q.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            thread.join()
+            _stop_reader(stop, thread, q)
 
 
 def open_sequence(path: str | os.PathLike):
