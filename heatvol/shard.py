@@ -175,17 +175,11 @@ def shard_paths(out: str | os.PathLike, count: int) -> list[Path]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    from .parts import fsync_dir, fsync_file
+    """Replace ``path`` with ``text`` atomically (the part-file mechanism's new_main)."""
+    from .parts import PartFiles
 
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    with PartFiles(path).new_main() as tmp:
         tmp.write_text(text, encoding="utf-8")
-        fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def job_id(kind: str, names: Sequence[str], settings: object = None) -> str:

@@ -6,9 +6,7 @@ weights.locate against a server on 127.0.0.1."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
-import threading
 import urllib.error
 import urllib.request
 import zipfile
@@ -24,6 +22,8 @@ pytest.importorskip("onnxruntime")
 cv2 = pytest.importorskip("cv2")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from conftest import FileServer  # noqa: E402
 
 from heatvol.extract import rtmpose  # noqa: E402
 from heatvol.extract.base import BackendUnavailable  # noqa: E402
@@ -400,38 +400,6 @@ def test_backend_follows_people_between_detector_runs(tmp_path):
 # --------------------------------------------------------------------------- download
 
 
-class _Server:
-    """Serves {path: bytes} on 127.0.0.1; counts requests."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files, self.hits = files, []
-        outer = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                outer.hits.append(self.path)
-                body = outer.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def _zip_of(member: str, data: bytes) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -456,7 +424,7 @@ def test_preset_downloads_to_the_cache_on_first_use(tmp_path, cache, monkeypatch
     pose_bytes = rtmpose_graph(tmp_path / "p.onnx", rng=rng).read_bytes()
     zips = {"/det.zip": _zip_of("det_stem/end2end.onnx", det_bytes),
             "/pose.zip": _zip_of("pose_stem/end2end.onnx", pose_bytes)}
-    srv = _Server(zips)
+    srv = FileServer(zips)
     try:
         preset = rtmpose.PRESETS["rtmpose-m"]
         files = dict(weights.MODELS)
@@ -483,7 +451,7 @@ def test_preset_downloads_to_the_cache_on_first_use(tmp_path, cache, monkeypatch
 
 def test_corrupt_download_is_refused(tmp_path, cache):
     body = _zip_of("s/end2end.onnx", b"not the published file")
-    srv = _Server({"/m.zip": body})
+    srv = FileServer({"/m.zip": body})
     try:
         entry = ModelFile(name="x", filename="x.onnx", sha256="0" * 64,
                           format="zip:s/end2end.onnx", url=srv.url + "/m.zip",

@@ -4,14 +4,14 @@ an HTTP server on 127.0.0.1; no test touches the network)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import socket
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from conftest import FileServer
 
 from heatvol.extract import weights
 from heatvol.extract.weights import MODELS, ModelFile, ModelFileMissing, locate
@@ -30,31 +30,9 @@ def env(tmp_path, monkeypatch):
 @pytest.fixture
 def server():
     """An HTTP server on 127.0.0.1 serving a dict path -> bytes; counts requests."""
-    files: dict[str, bytes] = {}
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            hits.append(self.path)
-            body = files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield base, files, hits
-    httpd.shutdown()
-    httpd.server_close()
+    srv = FileServer()
+    yield srv.url, srv.files, srv.hits
+    srv.close()
 
 
 def _entry(url, sha=hashlib.sha256(PAYLOAD).hexdigest(), fmt="onnx", filename="m.onnx"):

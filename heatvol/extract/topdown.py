@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Backend, BackendUnavailable, FramePoses
+from .tracking import box_iou
 from .weights import locate
 
 __all__ = ["TopDownBackend", "TopDownConfig", "PRESETS", "NanoDetDetector", "MoveNetPose",
@@ -340,11 +341,6 @@ def _inside(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return inter / max(area, 1e-9)
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from .tracking import box_iou
-    return box_iou(a, b)
-
-
 class TopDownBackend(Backend):
     """Detector + single-person pose model (see the module docstring).
 
@@ -420,7 +416,7 @@ class TopDownBackend(Backend):
             if unsure and found and _inside(boxes[i], np.stack(found)).max() >= c.skip_inside:
                 continue
             if unsure and rejected and \
-                    _box_iou(boxes[i:i + 1], np.stack([r[0] for r in rejected])).max() >= 0.7:
+                    box_iou(boxes[i:i + 1], np.stack([r[0] for r in rejected])).max() >= 0.7:
                 continue
             k, s = self.pose.estimate(frame, centres[i:i + 1], sides[i:i + 1])
             kp[i], sc[i], ran[i] = k[0], s[0], True
@@ -460,7 +456,7 @@ class TopDownBackend(Backend):
             if t % c.det_interval == 0:
                 db, ds = self.detect(frame)
                 if len(fb) and len(db):
-                    iou = _box_iou(fb, db)
+                    iou = box_iou(fb, db)
                     missed = iou.max(1) < c.match_iou
                     fb, fs = fb[missed], fs[missed]
                 boxes = np.concatenate([db, fb])
