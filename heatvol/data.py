@@ -35,11 +35,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .fused import FusedPipeline
 from .layouts import Layout, layout as get_layout
 from .params import check_mode, parse_size
 from .skeleton import (MODALITIES as SKELETON_MODALITIES, align_3d, center_3d, flip_skeleton,
                        normalize_2d, random_rotate, random_scale, to_modality)
-from .transforms import (Clip, Compose, FusedPipeline, clips_first, test_pipeline,
+from .transforms import (Clip, Compose, clips_first, test_pipeline,
                          train_pipeline, uniform_sample_indices, valid_mask)
 
 __all__ = ["sample_rng", "PoseDataset", "SkeletonDataset", "ResumableSampler", "StepRenderer",
@@ -233,6 +234,14 @@ class PoseDataset(_StoreSequences):
                                                               self.size))
         # What items run: the same transforms in one pass, bit-equal to self.pipeline.
         self._fused = FusedPipeline(self.pipeline)
+        self._renderer = None
+        if render_device == "cpu":
+            from .render import Renderer
+
+            # arguments checked once, not per item
+            self._renderer = Renderer(size=self.size, sigma=self.sigma, mode=self.mode,
+                                      layout=self.layout, render_device="cpu", flip=self.flip,
+                                      dtype=self.volume_dtype)
 
     @property
     def channels(self) -> int:
@@ -257,14 +266,10 @@ class PoseDataset(_StoreSequences):
         index = int(index)
         kp, sc = self.keypoints(int(epoch), index)
         label = int(self.labels[index])
-        if self.render_device == "cuda":
+        if self._renderer is None:  # rendered in the step
             out = {"keypoints": kp, "scores": sc}
         else:
-            from .render import render_batch
-
-            out = {"volume": render_batch(kp, sc, size=self.size, sigma=self.sigma,
-                                          mode=self.mode, layout=self.layout, render_device="cpu",
-                                          flip=self.flip, dtype=self.volume_dtype)}
+            out = {"volume": self._renderer(kp, sc)}
         if self.train:  # drop the clips axis
             out = {k: v[0] for k, v in out.items()}
         out["label"] = label

@@ -24,6 +24,11 @@ from typing import IO
 __all__ = ["progress", "Progress"]
 
 
+def _plural(unit: str) -> str:
+    """sample -> samples, batch -> batches."""
+    return unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")
+
+
 class Progress:
     """What :func:`progress` returns: ``update(n)``, ``close()``, ``external_write()``,
     ``write(line)``, ``set_description()``, ``set_postfix()`` / ``set_postfix_str()``, ``n``,
@@ -62,8 +67,8 @@ class Progress:
         done = f"{self.n:,}/{self.total:,}" if self.total else f"{self.n:,}"
         pct = f"{100.0 * self.n / self.total:.0f}% " if self.total else ""
         post = f" {self._postfix}" if self._postfix else ""
-        print(f"{self.desc}: {pct}({done} {self.unit}s, {rate:.1f}/s, {elapsed:.0f} s){post}",
-              file=self.stream, flush=True)
+        print(f"{self.desc}: {pct}({done} {_plural(self.unit)}, {rate:.1f}/s, {elapsed:.0f} s)"
+              f"{post}", file=self.stream, flush=True)
 
     def update(self, n: int = 1) -> None:
         self.n += n

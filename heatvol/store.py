@@ -109,9 +109,11 @@ def _why(exc: BaseException) -> str:
 
 def _check_values(where: str, kp: np.ndarray, sc: np.ndarray) -> str | None:
     """What is wrong with stored values (None when they keep the store's invariants)."""
-    if kp.size and not (np.isfinite(kp).all() and np.abs(kp).max() <= COORD_LIMIT):
+    # NaN propagates through max/min and fails every comparison; inf fails the bound: no
+    # separate isfinite pass (this runs on every read).
+    if kp.size and not np.abs(kp).max() <= COORD_LIMIT:
         return f"{where}: coordinates outside [-{COORD_LIMIT:g}, {COORD_LIMIT:g}] or not finite"
-    if sc.size and not (np.isfinite(sc).all() and sc.min() >= 0 and sc.max() <= 1):
+    if sc.size and not (sc.min() >= 0 and sc.max() <= 1):
         return f"{where}: scores outside [0, 1]"
     return None
 

@@ -38,7 +38,6 @@ the rendered volume (``double=True``), here :func:`flip_volume`. See
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ __all__ = [
     "random_resized_crop_box", "random_resized_crop",
     "flip", "random_flip", "flip_volume",
     "Transform", "Compose", "UniformSample", "SubjectCrop", "Crop", "Resize", "ResizeShortEdge",
-    "RandomResizedCrop", "Flip", "RandomFlip", "FusedPipeline",
+    "RandomResizedCrop", "Flip", "RandomFlip",
     "train_pipeline", "test_pipeline",
 ]
 
@@ -145,7 +144,8 @@ def _map_valid(clip: Clip, scale_xy, offset_xy, img_shape) -> Clip:
     return Clip(keypoints, clip.scores.copy(), img_shape)
 
 
-def _check_positive_shape(img_shape, what: str):
+def check_positive_shape(img_shape, what: str):
+    """Raise ValueError naming ``what`` unless ``img_shape`` (H, W) is positive."""
     if img_shape[0] <= 0 or img_shape[1] <= 0:
         raise ValueError(f"{what}: image shape must be positive (H, W), got {img_shape}")
 
@@ -287,7 +287,15 @@ def subject_box(clip: Clip, *, padding: float = 0.25, threshold: float = 10,
         return None
     xs = clip.keypoints[..., 0][valid].astype(np.float64)
     ys = clip.keypoints[..., 1][valid].astype(np.float64)
-    min_x, max_x, min_y, max_y = xs.min(), xs.max(), ys.min(), ys.max()
+    return box_from_extent(xs.min(), xs.max(), ys.min(), ys.max(), padding=padding,
+                           threshold=threshold, hw_ratio=hw_ratio)
+
+
+def box_from_extent(min_x: float, max_x: float, min_y: float, max_y: float, *,
+                    padding: float = 0.25, threshold: float = 10,
+                    hw_ratio: float | tuple[float, float] | None = 1.0):
+    """:func:`subject_box` from the extent of the valid joints (float64 values): (top, left,
+    height, width), or None when an extent is < ``threshold`` or the box rounds to empty."""
     if max_x - min_x < threshold or max_y - min_y < threshold:
         return None
 
@@ -325,7 +333,7 @@ def random_resized_crop_box(img_shape, rng: np.random.Generator, *,
     rejected (mmaction2 would return an empty box; only possible on tiny images).
     """
     img_h, img_w = int(img_shape[0]), int(img_shape[1])
-    _check_positive_shape((img_h, img_w), "random_resized_crop")
+    check_positive_shape((img_h, img_w), "random_resized_crop")
     if not 0 < area_range[0] <= area_range[1] <= 1:
         raise ValueError(f"area_range must satisfy 0 < lo <= hi <= 1, got {area_range}")
     if not 0 < aspect_ratio_range[0] <= aspect_ratio_range[1]:
@@ -374,8 +382,8 @@ def resize(clip: Clip, size: int | tuple[int, int]) -> Clip:
     """
     new_h, new_w = (size, size) if np.isscalar(size) else size
     new_h, new_w = int(new_h), int(new_w)
-    _check_positive_shape(clip.img_shape, "resize")
-    _check_positive_shape((new_h, new_w), "resize")
+    check_positive_shape(clip.img_shape, "resize")
+    check_positive_shape((new_h, new_w), "resize")
     height, width = clip.img_shape
     return _map_valid(clip, (new_w / width, new_h / height), (0.0, 0.0), (new_h, new_w))
 
@@ -384,7 +392,7 @@ def short_edge_size(img_shape, short: int) -> tuple[int, int]:
     """(H, W) after scaling the short edge to ``short`` with the ratio kept (mmcv's
     ``rescale_size`` with scale (inf, short): each side ``int(side * factor + 0.5)``)."""
     height, width = int(img_shape[0]), int(img_shape[1])
-    _check_positive_shape((height, width), "resize_short_edge")
+    check_positive_shape((height, width), "resize_short_edge")
     factor = short / min(height, width)
     return int(height * factor + 0.5), int(width * factor + 0.5)
 
@@ -490,7 +498,8 @@ class Transform:
         return f"{type(self).__name__}({fields})"
 
 
-def _need_rng(rng, who: str) -> np.random.Generator:
+def need_rng(rng, who: str) -> np.random.Generator:
+    """``rng``, or a ValueError naming the random transform ``who`` when it is None."""
     if rng is None:
         raise ValueError(f"{who} is random: pass rng=np.random.default_rng(...) "
                          "(the global NumPy RNG is never used)")
@@ -527,7 +536,7 @@ class UniformSample(Transform):
 
     def __call__(self, clip, rng=None):
         if self.train:
-            _need_rng(rng, "UniformSample(train=True)")
+            need_rng(rng, "UniformSample(train=True)")
         indices = uniform_sample_indices(clip.num_frames, self.clip_len, num_clips=self.num_clips,
                                          train=self.train, rng=rng, seed=self.seed)
         return take_frames(clip, indices)
@@ -585,7 +594,7 @@ class RandomResizedCrop(Transform):
         self.max_attempts = max_attempts
 
     def __call__(self, clip, rng=None):
-        return random_resized_crop(clip, _need_rng(rng, "RandomResizedCrop"),
+        return random_resized_crop(clip, need_rng(rng, "RandomResizedCrop"),
                                    area_range=self.area_range,
                                    aspect_ratio_range=self.aspect_ratio_range,
                                    max_attempts=self.max_attempts)
@@ -608,7 +617,7 @@ class RandomFlip(Transform):
         self.layout, self.p = get_layout(layout), p
 
     def __call__(self, clip, rng=None):
-        return random_flip(clip, _need_rng(rng, "RandomFlip"), self.layout, self.p)
+        return random_flip(clip, need_rng(rng, "RandomFlip"), self.layout, self.p)
 
 
 def train_pipeline(clip_len: int = 48, size: int | tuple[int, int] = 56,
@@ -646,164 +655,6 @@ def test_pipeline(clip_len: int = 48, num_clips: int = 1,
         SubjectCrop(padding=0.25, threshold=10, hw_ratio=1.0),
         Resize(size),
     ])
-
-
-# --------------------------------------------------------------------------------------------
-# The fused path
-# --------------------------------------------------------------------------------------------
-
-#: Valid coordinates at or above this magnitude make :class:`FusedPipeline` run the reference.
-FUSED_COORD_LIMIT = 1e30
-
-
-def _has_extreme_points(clip: Clip) -> bool:
-    kp = clip.keypoints
-    with np.errstate(invalid="ignore"):
-        big = (np.abs(kp) >= FUSED_COORD_LIMIT).any(axis=-1) & np.isfinite(kp).all(axis=-1)
-    return bool((big & (clip.scores > 0)).any())
-
-
-class FusedPipeline(Transform):
-    """A :class:`Compose` of the transforms above applied in one pass per sample, equal to it
-    bit for bit (same ``rng`` draws, same keypoints, scores and img_shape).
-
-    Crops, resizes and flips are affine maps of x and y: instead of each building a new
-    :class:`Clip` and recomputing the valid mask (``_map_valid`` ~4.5 times per training
-    sample), the boxes and random draws are decided from ``img_shape`` alone, the maps are
-    collected as (scale, offset) steps and the flips' joint permutations composed into one;
-    then the valid joints are gathered once, every step applied to them (float64 arithmetic
-    rounded to float32 after each step, exactly as the composable transforms round, so the
-    result does not drift from the reference by an ulp), and scattered back. A step that
-    needs the coordinates themselves (:class:`SubjectCrop`'s box) or a transform this class
-    does not know applies the pending steps first.
-
-    The composable transforms stay the reference and the public API; this is what the
-    datasets and ``heatvol render`` run (``tests/test_transforms.py`` checks the equality
-    with hypothesis: missing joints, NaNs, off-frame points, several persons).
-    """
-
-    def __init__(self, pipeline: Compose | Iterable[Transform]):
-        self.transforms = list(pipeline.transforms if isinstance(pipeline, Compose)
-                               else pipeline)
-
-    def __call__(self, clip: Clip, rng: np.random.Generator | None = None) -> Clip:
-        if _has_extreme_points(clip):
-            # Coordinates far beyond any frame (a pose store holds |c| <= 1e6) can overflow
-            # float32 between steps; the step-by-step reference is the definition there.
-            return Compose(self.transforms)(clip, rng)
-        state = _FusedState(clip)
-        for transform in self.transforms:
-            kind = type(transform)
-            if kind is UniformSample:
-                if transform.train:
-                    _need_rng(rng, "UniformSample(train=True)")
-                indices = uniform_sample_indices(
-                    state.keypoints.shape[1], transform.clip_len,
-                    num_clips=transform.num_clips, train=transform.train, rng=rng,
-                    seed=transform.seed)
-                state.take(indices)  # frame selection commutes with the pending maps
-            elif kind is SubjectCrop:
-                box = subject_box(state.flush(), padding=transform.padding,
-                                  threshold=transform.threshold, hw_ratio=transform.hw_ratio)
-                if box is not None:
-                    state.crop(*box)
-            elif kind is Crop:
-                state.crop(transform.top, transform.left, transform.height, transform.width)
-            elif kind is RandomResizedCrop:
-                state.crop(*random_resized_crop_box(
-                    state.img_shape, _need_rng(rng, "RandomResizedCrop"),
-                    area_range=transform.area_range,
-                    aspect_ratio_range=transform.aspect_ratio_range,
-                    max_attempts=transform.max_attempts))
-            elif kind is Resize:
-                state.resize(transform.size)
-            elif kind is ResizeShortEdge:
-                _check_positive_shape(state.img_shape, "resize_short_edge")
-                state.resize(short_edge_size(state.img_shape, transform.short))
-            elif kind is Flip:
-                state.flip(transform.layout)
-            elif kind is RandomFlip:
-                if _need_rng(rng, "RandomFlip").random() < transform.p:
-                    state.flip(transform.layout)
-            else:  # anything else: as composed
-                clip = transform(state.flush(), rng)
-                state = _FusedState(clip)
-        return state.flush()
-
-    def __repr__(self) -> str:
-        inner = "".join(f"\n    {t!r}," for t in self.transforms)
-        return f"FusedPipeline([{inner}\n])"
-
-
-class _FusedState:
-    """Keypoints/scores with pending affine steps and a pending joint permutation."""
-
-    def __init__(self, clip: Clip):
-        self.keypoints, self.scores, self.img_shape = clip.keypoints, clip.scores, clip.img_shape
-        self.steps: list[tuple[tuple[float, float], tuple[float, float]]] = []
-        self.perm: np.ndarray | None = None
-
-    def take(self, indices) -> None:
-        indices = np.asarray(indices)
-        self.keypoints = self.keypoints[:, indices]
-        self.scores = self.scores[:, indices]
-
-    def crop(self, top: int, left: int, height: int, width: int) -> None:
-        self.steps.append(((1.0, 1.0), (-float(left), -float(top))))
-        self.img_shape = (int(height), int(width))
-
-    def resize(self, size) -> None:
-        new_h, new_w = (size, size) if np.isscalar(size) else size
-        new_h, new_w = int(new_h), int(new_w)
-        _check_positive_shape(self.img_shape, "resize")
-        _check_positive_shape((new_h, new_w), "resize")
-        height, width = self.img_shape
-        self.steps.append(((new_w / width, new_h / height), (0.0, 0.0)))
-        self.img_shape = (new_h, new_w)
-
-    def flip(self, layout) -> None:
-        lay = get_layout(layout)
-        if self.keypoints.shape[2] != lay.num_joints:
-            raise ValueError(f"clip has {self.keypoints.shape[2]} joints, layout {lay.name!r} "
-                             f"has {lay.num_joints}")
-        self.steps.append(((-1.0, 1.0), (self.img_shape[1] - 1.0, 0.0)))
-        perm = np.asarray(lay.flip_index(), dtype=np.int64)
-        # flipped[j] = joints[perm[j]], twice: joints[first[second[j]]]
-        self.perm = perm if self.perm is None else self.perm[perm]
-
-    def flush(self) -> Clip:
-        """Apply the pending steps (and permutation); the clip as the reference has it."""
-        keypoints, scores = self.keypoints, self.scores
-        if self.steps:
-            # valid_mask without a reduce over the size-2 axis (slow in NumPy for small arrays)
-            valid = (scores > 0) & np.isfinite(keypoints[..., 0]) & np.isfinite(keypoints[..., 1])
-            points = keypoints[valid]  # [N, 2] float32, a copy
-            # A bound on |coordinates| through the steps: below it nothing can overflow to inf,
-            # so no point can turn invalid between steps and no per-step check is needed.
-            bound = float(np.abs(points).max()) if points.size else 0.0
-            for scale, offset in self.steps:
-                bound = bound * max(abs(scale[0]), abs(scale[1])) + max(abs(offset[0]),
-                                                                       abs(offset[1]))
-            checked = not bound < 1e37
-            errors = (np.errstate(over="ignore", invalid="ignore") if checked
-                      else contextlib.nullcontext())
-            with errors:
-                for scale, offset in self.steps:
-                    mapped = (points.astype(np.float64) * np.asarray(scale, dtype=np.float64)
-                              + np.asarray(offset, dtype=np.float64)).astype(np.float32)
-                    if checked:  # a point that overflowed at an earlier step stays as it is
-                        finite = np.isfinite(points).all(axis=-1)
-                        mapped = np.where(finite[:, None], mapped, points)
-                    points = mapped
-            keypoints = keypoints.copy()
-            keypoints[valid] = points
-            scores = scores.copy()
-            self.steps = []
-        if self.perm is not None:
-            keypoints, scores = keypoints[:, :, self.perm], scores[:, :, self.perm]
-            self.perm = None
-        self.keypoints, self.scores = keypoints, scores
-        return Clip(keypoints, scores, self.img_shape)
 
 
 # pytest collects module-level callables named test_* when this module is imported into a

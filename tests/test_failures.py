@@ -525,6 +525,10 @@ def test_progress_in_a_log_is_a_line_every_few_percent():
     assert log.getvalue().splitlines()[-1] == "epoch 2/3: 100% (20/20 steps, " + \
         log.getvalue().splitlines()[-1].split("steps, ", 1)[1]
     assert "loss=0.500" in log.getvalue() and "a message\n" in log.getvalue()
+    log = io.StringIO()
+    with progress(total=4, desc="val 10", unit="batch", stream=log) as bar:
+        bar.update(4)
+    assert "(4/4 batches, " in log.getvalue()
     silent = io.StringIO()
     with progress(range(5), desc="x", stream=silent, enabled=False) as bar:
         assert list(bar) == [0, 1, 2, 3, 4]

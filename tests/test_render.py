@@ -513,3 +513,37 @@ def test_encode_chunk_gives_the_filters_own_bytes(dtype):
     vol = heatvol.render_batch(kp, sc, size=(40, 36), dtype=dtype)
     for codec in ("blosc-lz4", "deflate"):
         assert encode_chunk(vol, codec) == filter_chunk(vol, codec)
+
+
+# ------------------------------------------- Renderer: render_batch with its checks done once
+
+@pytest.mark.parametrize("mode", ["joint", "limb"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=render_cases(), dtype=st.sampled_from([np.float32, np.float16, np.uint8]),
+       flip=st.booleans())
+def test_renderer_equals_render_batch_and_overwrites_any_out(mode, case, dtype, flip):
+    """Renderer(...)(kp, sc) == render_batch(kp, sc, ...) bit for bit (the kernels' fast path,
+    and the fallback for float64 inputs); and every element of a garbage-filled out= is
+    written (the kernels convert and mirror only the rows a Gaussian touched, and zero-fill the
+    others)."""
+    keypoints, scores, size, sigma = case
+    kp, sc = keypoints[None], scores[None]
+    kwargs = dict(size=size, sigma=sigma, mode=mode, layout=COCO, dtype=dtype, flip=flip,
+                  render_device="cpu")
+    want = heatvol.render_batch(kp, sc, **kwargs)
+    renderer = heatvol.render.Renderer(**kwargs)
+    np.testing.assert_array_equal(renderer(kp, sc).view(np.uint8), want.view(np.uint8))
+    np.testing.assert_array_equal(renderer(kp.astype(np.float64), sc).view(np.uint8),
+                                  want.view(np.uint8))
+    garbage = np.empty_like(want)
+    garbage.reshape(-1).view(np.uint8).fill(0x7B)
+    got = heatvol.render_batch(kp, sc, out=garbage, **kwargs)
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+def test_renderer_checks_its_arguments_once_and_its_arrays_each_call():
+    with pytest.raises(ValueError, match="sigma must be a positive"):
+        heatvol.render.Renderer(size=8, sigma=0)
+    renderer = heatvol.render.Renderer(size=8, layout=COCO, render_device="cpu")
+    with pytest.raises(ValueError, match="layout 'coco17' expects K=17"):
+        renderer(np.zeros((1, 1, 2, 5, 2), np.float32), np.zeros((1, 1, 2, 5), np.float32))

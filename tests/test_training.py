@@ -405,7 +405,9 @@ def test_impossible_settings_fail_before_anything_is_created(store, tmp_path):
              (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
              (["--clip-len", "-3"], "--clip-len must be an integer >= 1"),
              (["--epochs", "0"], "--epochs must be an integer >= 1"),
-             (["--set", "render_device=gpu"], "--render-device must be one of auto, cpu, cuda")]
+             (["--set", "render_device=gpu"], "--render-device must be one of auto, cpu, cuda"),
+             (["--set", "volume_dtype=int8"],
+              "volume_dtype must be one of auto, float32, float16, uint8")]
     for args, message in cases:
         res = runner.invoke(main, ["train", str(store), "--preset", "tiny", "--work-dir",
                                    str(work), *args])
@@ -456,3 +458,15 @@ def test_epoch_speed_is_the_epochs_average_and_the_banner_is_right(store, tmp_pa
         assert "pip install heatvol[tensorboard]" in log
     res = CliRunner().invoke(main, ["train", "--help"])
     assert "pip install heatvol[tensorboard]" in " ".join(res.output.split())
+
+
+def test_volume_dtype_auto_is_float16_only_for_a_cuda_model_under_amp():
+    """What the workers hand the model: float32 for a CPU model (what it consumes), float16
+    for a CUDA model under bf16 autocast; an explicit setting wins."""
+    from heatvol.training.setup import resolve_volume_dtype
+
+    cfg = TrainConfig()
+    assert resolve_volume_dtype(cfg, torch.device("cpu")) == "float32"
+    assert resolve_volume_dtype(cfg, torch.device("cuda", 0)) == "float16"
+    assert resolve_volume_dtype(TrainConfig(amp=False), "cuda") == "float32"
+    assert resolve_volume_dtype(TrainConfig(volume_dtype="uint8"), "cpu") == "uint8"

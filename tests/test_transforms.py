@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from heatvol.fused import FusedPipeline
 from heatvol.layouts import layout
 from heatvol.transforms import (
-    Clip, Compose, Crop, Flip, FusedPipeline, RandomFlip, RandomResizedCrop, Resize, ResizeShortEdge,
+    Clip, Compose, Crop, Flip, RandomFlip, RandomResizedCrop, Resize, ResizeShortEdge,
     SubjectCrop, UniformSample, crop, flip, flip_volume, random_flip, random_resized_crop,
     random_resized_crop_box, resize, resize_short_edge, short_edge_size, clips_first,
     subject_box, subject_crop, take_frames, test_pipeline, train_pipeline,

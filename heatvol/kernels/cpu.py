@@ -23,12 +23,17 @@ of every person) and max-merges each Gaussian into the plane, as pyskl does.
   denormals there; the difference is < 2e-38).
 
 Output dtypes: float32 is rendered in place. float16 and uint8 planes are rendered into a
-per-thread float32 scratch plane (L1-resident) and converted on the way out, so they equal the
-float32 result converted, exactly:
+per-thread float32 scratch plane (L1-resident, kept zero between planes) and converted on the
+way out, so they equal the float32 result converted, exactly; only the rows a Gaussian touched
+are converted (the splats report their rows), the others are written as zeros:
 
 - float16: IEEE round-to-nearest-even (what ``ndarray.astype(np.float16)`` does), written as
   bits into a ``uint16`` view of the output, since Numba has no float16 type on the CPU.
 - uint8: ``floor(v * 255 + 0.5)`` in float32 (round half up), clipped to 255 (v >= 0 always).
+
+Test-time flip (``mirror_channel``): after plane p is rendered, its mirror plane q (W reversed,
+channel swapped) is written in the same pass: the touched rows reversed, every other row
+zero-filled, which is bit-exact (the rest of p is zeros) and costs a fill, not a render.
 
 Missing points (see :mod:`heatvol.kernels.reference`): score not a finite number >= 1e-3,
 or a coordinate that is NaN/inf or has magnitude >= 2**60. Window bounds are clamped before the
@@ -130,6 +135,7 @@ def _splat_point(plane, x, y, value, three_sigma, neg_inv_two_var, col_weight, r
 
     plane: float32 [H, W]; x, y, value, three_sigma, neg_inv_two_var: float32.
     col_weight, row_weight: float32 scratch of length >= W and >= H.
+    Returns the rows written, (first, end); (0, 0) when the window is empty.
     """
     height, width = plane.shape
     st_x = max(_truncate_clamped(x - three_sigma, width), 0)
@@ -137,7 +143,7 @@ def _splat_point(plane, x, y, value, three_sigma, neg_inv_two_var, col_weight, r
     st_y = max(_truncate_clamped(y - three_sigma, height), 0)
     ed_y = min(_truncate_clamped(y + three_sigma, height) + 1, height)
     if st_x >= ed_x or st_y >= ed_y:
-        return
+        return 0, 0
     # Separable Gaussian: w + h exps instead of w * h.
     for i in range(ed_x - st_x):
         dx = np.float32(st_x + i) - x
@@ -152,6 +158,7 @@ def _splat_point(plane, x, y, value, three_sigma, neg_inv_two_var, col_weight, r
             v = col_weight[i] * weight
             if v > row[st_x + i]:
                 row[st_x + i] = v
+    return st_y, ed_y
 
 
 @njit(cache=True, fastmath=False)
@@ -161,6 +168,7 @@ def _splat_segment(plane, sx, sy, ex, ey, value, three_sigma, neg_inv_two_var, r
     plane: float32 [H, W]; (sx, sy) start, (ex, ey) end, value, three_sigma, neg_inv_two_var:
     float32. The window is the endpoints' bounding box +- 3 sigma (same int()/clip rules).
     row_values: float32 scratch of length >= W + _SIMD_BLOCK.
+    Returns the rows written, (first, end); (0, 0) when the window is empty.
     """
     height, width = plane.shape
     st_x = max(_truncate_clamped(min(sx, ex) - three_sigma, width), 0)
@@ -168,7 +176,7 @@ def _splat_segment(plane, sx, sy, ex, ey, value, three_sigma, neg_inv_two_var, r
     st_y = max(_truncate_clamped(min(sy, ey) - three_sigma, height), 0)
     ed_y = min(_truncate_clamped(max(sy, ey) + three_sigma, height) + 1, height)
     if st_x >= ed_x or st_y >= ed_y:
-        return
+        return 0, 0
     dx_ab = sx - ex
     dy_ab = sy - ey
     d2_ab = dx_ab * dx_ab + dy_ab * dy_ab
@@ -209,6 +217,7 @@ def _splat_segment(plane, sx, sy, ex, ey, value, three_sigma, neg_inv_two_var, r
             v = row_values[i]
             current = row[i]
             row[i] = v if v > current else current
+    return st_y, ed_y
 
 
 @njit(cache=True, fastmath=False)
@@ -223,47 +232,55 @@ def _emit_float16_bits(value_bits, out):
     """IEEE float32 -> float16 bits, round to nearest even (NumPy's ``astype(np.float16)``).
 
     value_bits: uint32 [n], the bits of non-negative, non-NaN float32 values. out: uint16 [n].
-    Integer arithmetic in int64 (Numba would promote uint32 mixes to float64).
+    Branch-free int32 arithmetic (every case computed, then selected) so LLVM vectorises the
+    loop; the subnormal shift is clamped into [14, 24] so no lane shifts out of range.
     """
     for i in range(value_bits.size):
-        u = np.int64(value_bits[i])
-        if u >= 0x477FF000:  # >= 65520 rounds to +inf
-            h = 0x7C00
-        elif u >= 0x38800000:  # >= 2**-14: normal half; rebias exponent, round the mantissa
-            h = (u - 0x38000000 + 0x0FFF + ((u >> 13) & 1)) >> 13
-        elif u >= 0x33000000:  # [2**-25, 2**-14): subnormal half (may round up to 2**-14)
-            mantissa = (u & 0x7FFFFF) | 0x800000
-            shift = 126 - (u >> 23)  # 14..24
-            h = (mantissa + (1 << (shift - 1)) - 1 + ((mantissa >> shift) & 1)) >> shift
-        else:
-            h = 0
-        out[i] = h
+        u = np.int32(value_bits[i])
+        # normal half: rebias the exponent, round the mantissa to nearest even
+        normal = (u - np.int32(0x38000000) + np.int32(0x0FFF) + ((u >> 13) & 1)) >> 13
+        # subnormal half, [2**-25, 2**-14) (may round up to 2**-14)
+        shift = min(max(np.int32(126) - (u >> 23), np.int32(14)), np.int32(24))
+        mantissa = (u & np.int32(0x7FFFFF)) | np.int32(0x800000)
+        subnormal = (mantissa + (np.int32(1) << (shift - 1)) - 1 + ((mantissa >> shift) & 1)
+                     ) >> shift
+        h = np.int32(0)
+        h = subnormal if u >= np.int32(0x33000000) else h
+        h = normal if u >= np.int32(0x38800000) else h
+        h = np.int32(0x7C00) if u >= np.int32(0x477FF000) else h  # >= 65520 rounds to +inf
+        out[i] = np.uint16(h)
 
 
 @njit(cache=True, fastmath=False)
-def _mirror_plane(src, dst):
-    """dst[j, i] = src[j, W - 1 - i] for [H, W] planes of any one dtype (a copy of the stored
-    values, so the mirror is bit-exact whatever the output dtype)."""
+def _mirror_rows(src, dst, first, end):
+    """dst[j, i] = src[j, W - 1 - i] for [H, W] planes of one dtype whose src is zero outside
+    rows [first, end): those rows are copied reversed (the stored values, so the mirror is
+    bit-exact whatever the output dtype), every other row of dst is zero-filled. The mirror
+    thus costs a fill plus a few rows, less than rendering the plane."""
     height, width = src.shape
     last = width - 1
     for j in range(height):
-        src_row = src[j]
         dst_row = dst[j]
-        # Forward stores, reversed loads through an unsigned index: Numba adds no negative-
-        # index wraparound, so LLVM vectorises the loop (~10x faster than a signed index).
-        for i in range(width):
-            dst_row[i] = src_row[np.uint64(last - i)]
+        if first <= j < end:
+            src_row = src[j]
+            # Forward stores, reversed loads through an unsigned index: Numba adds no negative-
+            # index wraparound, so LLVM vectorises the loop (~10x faster than a signed index).
+            for i in range(width):
+                dst_row[i] = src_row[np.uint64(last - i)]
+        else:
+            for i in range(width):
+                dst_row[i] = 0
 
 
 @njit(cache=True, fastmath=False)
-def _write_mirror(out_float32, out_float16_bits, out_uint8, out_kind, p, q):
-    """Mirror output plane p into output plane q in whichever output is the real one."""
+def _write_mirror(out_float32, out_float16_bits, out_uint8, out_kind, p, q, first, end):
+    """Mirror output plane p (non-zero only in rows [first, end)) into output plane q."""
     if out_kind == OUT_FLOAT32:
-        _mirror_plane(out_float32[p], out_float32[q])
+        _mirror_rows(out_float32[p], out_float32[q], first, end)
     elif out_kind == OUT_UINT8:
-        _mirror_plane(out_uint8[p], out_uint8[q])
+        _mirror_rows(out_uint8[p], out_uint8[q], first, end)
     else:
-        _mirror_plane(out_float16_bits[p], out_float16_bits[q])
+        _mirror_rows(out_float16_bits[p], out_float16_bits[q], first, end)
 
 
 @njit(cache=True, fastmath=False)
@@ -276,12 +293,29 @@ def _zero(plane):
 
 
 @njit(cache=True, fastmath=False)
-def _finish_plane(scratch_flat, scratch_bits, out_float16_bits, out_uint8, p, out_kind):
-    """Write a plane rendered into float32 scratch to the float16-bits or uint8 output."""
-    if out_kind == OUT_UINT8:
-        _emit_uint8(scratch_flat, out_uint8[p].ravel())
-    else:
-        _emit_float16_bits(scratch_bits, out_float16_bits[p].ravel())
+def _finish_plane(scratch, out_float16_bits, out_uint8, p, out_kind, first, end):
+    """Write a plane rendered into the float32 ``scratch`` [H, W] (non-zero only in rows
+    [first, end)) to the float16-bits or uint8 output, and zero those scratch rows again:
+    only the rendered rows are converted, the others are written as zeros."""
+    height, width = scratch.shape
+    bits = scratch.view(np.uint32)
+    for j in range(height):
+        if first <= j < end:
+            if out_kind == OUT_UINT8:
+                _emit_uint8(scratch[j], out_uint8[p, j])
+            else:
+                _emit_float16_bits(bits[j], out_float16_bits[p, j])
+            row = scratch[j]
+            for i in range(width):
+                row[i] = 0
+        elif out_kind == OUT_UINT8:
+            row8 = out_uint8[p, j]
+            for i in range(width):
+                row8[i] = 0
+        else:
+            row16 = out_float16_bits[p, j]
+            for i in range(width):
+                row16[i] = 0
 
 
 # The two kernels below take all three possible outputs, float32 [P, H, W], float16 bits
@@ -314,15 +348,16 @@ def render_joints_into(keypoints, scores, out_float32, out_float16_bits, out_uin
     for chunk in prange(num_chunks):
         col_weight = np.empty(width + _SIMD_BLOCK, np.float32)
         row_weight = np.empty(height, np.float32)
-        scratch_flat = np.empty(height * width, np.float32)
-        scratch_bits = scratch_flat.view(np.uint32)
+        # float16 / uint8: rendered here, kept zero between planes (see _finish_plane)
+        scratch = np.zeros((height, width), np.float32)
         for p in range(chunk * num_planes // num_chunks, (chunk + 1) * num_planes // num_chunks):
             b = p // (joints * frames)
             k = (p // frames) % joints
             t = p % frames
-            plane = out_float32[p] if direct else scratch_flat.reshape((height, width))
-            if not (direct and planes_are_zero):
+            plane = out_float32[p] if direct else scratch
+            if direct and not planes_are_zero:
                 _zero(plane)
+            first, end = height, 0  # the rows drawn into
             for m in range(persons):
                 x = keypoints[b, m, t, k, 0]
                 y = keypoints[b, m, t, k, 1]
@@ -330,13 +365,16 @@ def render_joints_into(keypoints, scores, out_float32, out_float16_bits, out_uin
                 if not _is_drawn(x, y, score):
                     continue
                 value = score if use_score else np.float32(1.0)
-                _splat_point(plane, x, y, value, three_sigma, neg_inv_two_var, col_weight,
-                             row_weight)
+                lo, hi = _splat_point(plane, x, y, value, three_sigma, neg_inv_two_var,
+                                      col_weight, row_weight)
+                if lo < hi:
+                    first, end = min(first, lo), max(end, hi)
             if not direct:
-                _finish_plane(scratch_flat, scratch_bits, out_float16_bits, out_uint8, p, out_kind)
+                _finish_plane(scratch, out_float16_bits, out_uint8, p, out_kind, first, end)
             if mirrored:
                 q = ((batch + b) * channels + mirror_channel[k]) * frames + t
-                _write_mirror(out_float32, out_float16_bits, out_uint8, out_kind, p, q)
+                _write_mirror(out_float32, out_float16_bits, out_uint8, out_kind, p, q, first,
+                              end)
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -360,17 +398,18 @@ def render_limbs_into(keypoints, scores, limbs, out_float32, out_float16_bits, o
     for chunk in prange(num_chunks):
         col_weight = np.empty(width + _SIMD_BLOCK, np.float32)
         row_weight = np.empty(height, np.float32)
-        scratch_flat = np.empty(height * width, np.float32)
-        scratch_bits = scratch_flat.view(np.uint32)
+        # float16 / uint8: rendered here, kept zero between planes (see _finish_plane)
+        scratch = np.zeros((height, width), np.float32)
         for p in range(chunk * num_planes // num_chunks, (chunk + 1) * num_planes // num_chunks):
             b = p // (num_limbs * frames)
             limb = (p // frames) % num_limbs
             t = p % frames
             a_idx = limbs[limb, 0]
             b_idx = limbs[limb, 1]
-            plane = out_float32[p] if direct else scratch_flat.reshape((height, width))
-            if not (direct and planes_are_zero):
+            plane = out_float32[p] if direct else scratch
+            if direct and not planes_are_zero:
                 _zero(plane)
+            first, end = height, 0  # the rows drawn into
             for m in range(persons):
                 sx = keypoints[b, m, t, a_idx, 0]
                 sy = keypoints[b, m, t, a_idx, 1]
@@ -385,17 +424,20 @@ def render_limbs_into(keypoints, scores, limbs, out_float32, out_float16_bits, o
                 if dx_ab * dx_ab + dy_ab * dy_ab < np.float32(1.0):
                     # pyskl: a limb shorter than 1 px is joint a's point with a's OWN value.
                     value_a = score_a if use_score else np.float32(1.0)
-                    _splat_point(plane, sx, sy, value_a, three_sigma, neg_inv_two_var,
-                                 col_weight, row_weight)
+                    lo, hi = _splat_point(plane, sx, sy, value_a, three_sigma,
+                                          neg_inv_two_var, col_weight, row_weight)
                 else:
                     value = min(score_a, score_b) if use_score else np.float32(1.0)
-                    _splat_segment(plane, sx, sy, ex, ey, value, three_sigma, neg_inv_two_var,
-                                   col_weight)
+                    lo, hi = _splat_segment(plane, sx, sy, ex, ey, value, three_sigma,
+                                            neg_inv_two_var, col_weight)
+                if lo < hi:
+                    first, end = min(first, lo), max(end, hi)
             if not direct:
-                _finish_plane(scratch_flat, scratch_bits, out_float16_bits, out_uint8, p, out_kind)
+                _finish_plane(scratch, out_float16_bits, out_uint8, p, out_kind, first, end)
             if mirrored:
                 q = ((batch + b) * channels + mirror_channel[limb]) * frames + t
-                _write_mirror(out_float32, out_float16_bits, out_uint8, out_kind, p, q)
+                _write_mirror(out_float32, out_float16_bits, out_uint8, out_kind, p, q, first,
+                              end)
 
 
 def render_into(keypoints: np.ndarray, scores: np.ndarray, limbs: np.ndarray | None,

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fused import FusedPipeline
 from ..params import check_render_device, parse_size
 from ..progress import progress as progress_display
 from ..store import PoseStore, StoreError
-from ..transforms import Clip, FusedPipeline, clips_first, test_pipeline
+from ..transforms import Clip, clips_first, test_pipeline
 from ..volumes import DEFAULT_CODEC, VolumeWriter, encode_chunk
 from .backends import gpu_available
 from .gpu_batches import render_on_gpu

@@ -58,6 +58,11 @@ def upgrade_settings(data: dict) -> tuple[dict, list[tuple[str, str]]]:
     return data, found
 
 
+#: What rendered volumes travel from the DataLoader workers to the model in ("auto": see
+#: :func:`heatvol.training.setup.resolve_volume_dtype`).
+VOLUME_DTYPES = ("auto", "float32", "float16", "uint8")
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run (presets and the CLI set these fields)."""
@@ -105,6 +110,9 @@ class TrainConfig:
                                           # estimated time when the run is on a CPU
     device: str = "auto"                  # the torch device of the model
     workers: int = 2
+    volume_dtype: str = "auto"            # what the workers hand the model (render_device cpu):
+                                          # auto = float16 for a CUDA model under amp (bf16
+                                          # autocast), else float32 | float32 | float16 | uint8
     amp: bool = True                      # bf16 autocast, CUDA only
     channels_last: bool = True            # CUDA only
     seed: int = 0
@@ -136,6 +144,9 @@ class TrainConfig:
         if self.render_device not in RENDER_DEVICES:
             raise ConfigError(f"--render-device must be one of {', '.join(RENDER_DEVICES)}; got "
                               f"{self.render_device!r}")
+        if self.volume_dtype not in VOLUME_DTYPES:
+            raise ConfigError(f"volume_dtype must be one of {', '.join(VOLUME_DTYPES)} "
+                              f"(--set volume_dtype); got {self.volume_dtype!r}")
         if self.step_render_device not in (None, "cpu", "reference"):
             raise ConfigError(f"step_render_device (a testing stand-in) is cpu or reference; got "
                               f"{self.step_render_device!r}")

@@ -32,7 +32,7 @@ from .config import ConfigError, TrainConfig
 from .confusion import save_confusion_png
 from .runtime import make_loader, resolve_device, resolve_render_device
 from .setup import (build_model, is_gcn, make_dataset, make_step_renderer, open_store,
-                    store_classes)
+                    resolve_volume_dtype, store_classes)
 
 __all__ = ["predict", "evaluate_checkpoint"]
 
@@ -110,11 +110,14 @@ def _test_names(store, split: str | None, cfg: TrainConfig) -> tuple[str | None,
 def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clips: int = 10,
                         flip: bool = False, batch_size: int = 4, device: str = "auto",
                         render_device: str = "auto", workers: int = 0, confusion_png=None,
-                        progress: bool = False, render: str | None = None) -> dict:
+                        progress: bool = False, render: str | None = None,
+                        volume_dtype: str | None = None) -> dict:
     """Evaluate ``checkpoint`` on ``split`` of the store ``poses`` (default split: the run's
     validation split, else "test"). ``device``: the torch device; ``render_device``: where
     the test volumes are rendered (auto | cpu | cuda; ``render=`` with cpu | gpu | auto is
-    its former name). Returns :func:`heatvol.metrics.compute_metrics`'s dict plus the
+    its former name). ``volume_dtype``: what the CPU-rendered volumes reach the model in
+    (default: the run's ``volume_dtype`` setting). Returns
+    :func:`heatvol.metrics.compute_metrics`'s dict plus the
     settings and ``confusion_png`` (written beside the checkpoint unless a path is given)."""
     if render is not None:  # the former name, kept for one release
         warnings.warn("evaluate_checkpoint(render=...) is deprecated; use render_device= "
@@ -122,6 +125,9 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
         render_device = "cuda" if render == "gpu" else render
     ckpt = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_checkpoint_dict(ckpt["config"])
+    if volume_dtype is not None:
+        cfg.volume_dtype = volume_dtype
+        cfg.check()
     store = open_store(poses)
     if store.layout.name != ckpt["layout"]:
         raise ConfigError(f"{poses}: layout {store.layout.name!r}, the checkpoint was trained on "
@@ -139,7 +145,8 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
     if dev.type == "cuda" and cfg.channels_last and not gcn:
         model = model.to(memory_format=torch.channels_last_3d)
     dataset = make_dataset(cfg, store, names, gcn=gcn, train=False, render_device=place,
-                           num_clips=num_clips, flip=flip)
+                           num_clips=num_clips, flip=flip,
+                           dtype=resolve_volume_dtype(cfg, dev))
     renderer = make_step_renderer(cfg, store.layout, train=False) if place == "cuda" else None
     probs, labels = predict(model, dataset, device=dev, batch_size=batch_size, workers=workers,
                             flip=flip, renderer=renderer, amp=cfg.amp,

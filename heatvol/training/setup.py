@@ -10,7 +10,8 @@ from ..layouts import layout as get_layout
 from .config import ConfigError, TrainConfig
 
 __all__ = ["is_gcn", "check_inputs", "open_store", "check_store", "store_classes", "split_names",
-           "run_names", "make_dataset", "make_step_renderer", "build_model"]
+           "run_names", "resolve_volume_dtype", "make_dataset", "make_step_renderer",
+           "build_model"]
 
 
 def is_gcn(model_name: str) -> bool:
@@ -108,12 +109,25 @@ def run_names(cfg: TrainConfig, store) -> tuple[list[str], str | None, list[str]
     return train_names, val_split, val_names
 
 
+def resolve_volume_dtype(cfg: TrainConfig, device) -> str:
+    """The dtype workers render volumes in: ``cfg.volume_dtype``, with "auto" = float16 when
+    the model runs on a CUDA device under ``amp`` (its bf16 autocast rounds the input to 8
+    significant bits anyway; float16 keeps 11, and halves the bytes through the loader,
+    pinned memory and the host-to-device copy), else float32 (what a float32 model consumes:
+    converting on the CPU would only add a pass)."""
+    if cfg.volume_dtype != "auto":
+        return cfg.volume_dtype
+    return "float16" if str(device).startswith("cuda") and cfg.amp else "float32"
+
+
 def make_dataset(cfg: TrainConfig, store, names, *, gcn: bool, train: bool,
-                 render_device: str | None, num_clips: int = 1, flip: bool = False):
+                 render_device: str | None, num_clips: int = 1, flip: bool = False,
+                 dtype: str = "float32"):
     """The run's dataset: coordinates for a GCN (``render_device`` None), volumes for a 3D CNN
-    rendered in the workers (``render_device`` "cpu") or keypoints rendered in the step
-    ("cuda"). ``flip`` (testing): the dataset mirrors every clip (skeletons, or volumes by the
-    kernels' test-time flip); for keypoints the step renderer does it."""
+    rendered in the workers (``render_device`` "cpu", in ``dtype``, see
+    :func:`resolve_volume_dtype`) or keypoints rendered in the step ("cuda"). ``flip``
+    (testing): the dataset mirrors every clip (skeletons, or volumes by the kernels' test-time
+    flip); for keypoints the step renderer does it."""
     if gcn:
         return SkeletonDataset(store, names, train=train, clip_len=cfg.clip_len,
                                modality=cfg.modality, num_clips=num_clips,
@@ -126,7 +140,7 @@ def make_dataset(cfg: TrainConfig, store, names, *, gcn: bool, train: bool,
                        render_device=render_device, num_clips=num_clips,
                        max_persons=cfg.max_persons,
                        sigma=cfg.sigma, seed=cfg.seed, area_range=cfg.area_range,
-                       flip=flip and not train)
+                       flip=flip and not train, volume_dtype=dtype)
 
 
 def make_step_renderer(cfg: TrainConfig, layout, *, train: bool):
