@@ -122,9 +122,14 @@ class _FusedState:
     affine steps. :meth:`flush` applies them all in one compiled gather."""
 
     def __init__(self, clip: Clip):
-        self.keypoints, self.scores, self.img_shape = clip.keypoints, clip.scores, clip.img_shape
-        self.frames = np.arange(clip.keypoints.shape[1], dtype=np.int64)
-        self.joints = np.arange(clip.keypoints.shape[2], dtype=np.int64)
+        self._reset(clip.keypoints, clip.scores)
+        self.img_shape = clip.img_shape
+
+    def _reset(self, keypoints: np.ndarray, scores: np.ndarray) -> None:
+        """Source arrays with nothing pending."""
+        self.keypoints, self.scores = keypoints, scores
+        self.frames = np.arange(keypoints.shape[1], dtype=np.int64)
+        self.joints = np.arange(keypoints.shape[2], dtype=np.int64)
         self.steps: list[tuple[float, float, float, float]] = []
         self.pending = False  # anything to apply beyond the source arrays
 
@@ -177,7 +182,7 @@ class _FusedState:
             scores = np.empty((persons, self.frames.size, self.joints.size), np.float32)
             _gather_map(self.keypoints, self.scores, self.frames, self.joints, self._steps(),
                         keypoints, scores)
-            self.__init__(Clip(keypoints, scores, self.img_shape))
+            self._reset(keypoints, scores)
         return Clip(self.keypoints, self.scores, self.img_shape)
 
 

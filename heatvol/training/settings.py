@@ -9,7 +9,8 @@
 
 A plain ``heatvol train`` (no ``--preset``, no ``--resume``) uses :func:`default_preset`: the
 design's GPU set-up (preset ``default``, SlowOnly) where a CUDA GPU is usable, else the CPU
-preset ``penn-x3d-cpu`` (a slim X3D that reaches >= 94 % top-1 on Penn Action on a 2-core CPU).
+preset ``penn-x3d-cpu`` (a slim X3D, 79-94 % top-1 on Penn Action on a 2-core CPU across
+measured runs; ``docs/training.md``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def default_preset(device: str | None = None) -> tuple[str, str]:
         why = "no --preset given and no CUDA GPU (torch.cuda.is_available() is False)"
     else:
         why = f"no --preset given and --device {device}"
-    return CPU_PRESET, why + ": the CPU preset (a slim X3D, >= 94 % on Penn Action)"
+    return CPU_PRESET, why + ": the CPU preset (a slim X3D, 79-94 % top-1 on Penn Action)"
 
 
 def _check_store_path(settings: dict) -> None:
