@@ -39,6 +39,12 @@ FUSED_COORD_LIMIT = 1e30
 
 
 @njit(cache=True)
+def _is_valid(x, y, score):
+    """A joint takes part: score > 0 (NaN fails) and both coordinates finite."""
+    return score > 0 and math.isfinite(x) and math.isfinite(y)
+
+
+@njit(cache=True)
 def _has_extreme_points(keypoints, scores, limit):
     """Any valid joint (score > 0, both coordinates finite) with a coordinate >= ``limit``."""
     persons, frames, joints, _ = keypoints.shape
@@ -47,8 +53,7 @@ def _has_extreme_points(keypoints, scores, limit):
             for k in range(joints):
                 x = keypoints[m, t, k, 0]
                 y = keypoints[m, t, k, 1]
-                if (scores[m, t, k] > 0 and math.isfinite(x) and math.isfinite(y)
-                        and (abs(x) >= limit or abs(y) >= limit)):
+                if _is_valid(x, y, scores[m, t, k]) and (abs(x) >= limit or abs(y) >= limit):
                     return True
     return False
 
@@ -59,7 +64,7 @@ def _map_point(x, y, steps):
     valid float32 point, rounding to float32 after each step as the composable transforms do;
     a point that overflowed at an earlier step stays as it is (it is no longer valid)."""
     for i in range(steps.shape[0]):
-        if not (math.isfinite(x) and math.isfinite(y)):
+        if not _is_valid(x, y, 1.0):
             break
         x, y = (np.float32(np.float64(x) * steps[i, 0] + steps[i, 2]),
                 np.float32(np.float64(y) * steps[i, 1] + steps[i, 3]))
@@ -82,7 +87,7 @@ def _gather_map(keypoints, scores, frames, joints, steps, out_keypoints, out_sco
                 x = keypoints[m, f, j, 0]
                 y = keypoints[m, f, j, 1]
                 score = scores[m, f, j]
-                if score > 0 and math.isfinite(x) and math.isfinite(y):
+                if _is_valid(x, y, score):
                     x, y = _map_point(x, y, steps)
                 out_keypoints[m, t, k, 0] = x
                 out_keypoints[m, t, k, 1] = y
@@ -101,10 +106,10 @@ def _mapped_extent(keypoints, scores, frames, steps):
             for j in range(keypoints.shape[2]):
                 x = keypoints[m, f, j, 0]
                 y = keypoints[m, f, j, 1]
-                if not (scores[m, f, j] > 0 and math.isfinite(x) and math.isfinite(y)):
+                if not _is_valid(x, y, scores[m, f, j]):
                     continue
                 x, y = _map_point(x, y, steps)
-                if not (math.isfinite(x) and math.isfinite(y)):
+                if not _is_valid(x, y, 1.0):  # overflowed to inf on the way
                     continue
                 xd, yd = np.float64(x), np.float64(y)
                 if count == 0:

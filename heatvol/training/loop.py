@@ -58,8 +58,7 @@ from .runtime import (Distributed, StepAborted, StopSignal, make_loader, resolve
                       resolve_render_device)
 from .schedule import WarmupCosine
 from .setup import (build_model, check_inputs, check_store, is_gcn, make_dataset,
-                    make_step_renderer, open_store, resolve_volume_dtype, run_names,
-                    store_classes)
+                    make_step_renderer, open_store, run_names, store_classes)
 
 __all__ = ["train", "training_loss"]
 
@@ -197,8 +196,7 @@ def _prepare(cfg: TrainConfig) -> _Run:
     train_names, val_split, val_names = run_names(cfg, store)
 
     train_set = make_dataset(cfg, store, train_names, gcn=gcn, train=True,
-                             render_device=render_device,
-                             dtype=resolve_volume_dtype(cfg, device))
+                             render_device=render_device, device=device)
     sampler = ResumableSampler(len(train_set), seed=cfg.seed, shuffle=True, rank=dist.rank,
                                world_size=dist.world)
     steps_per_epoch = sampler.per_rank // cfg.batch_size
@@ -446,8 +444,7 @@ def _validate(run: _Run, epoch: int) -> dict | None:
         return None
     val_set = make_dataset(cfg, run.store, run.val_names, gcn=run.gcn, train=False,
                            render_device=run.render_device, num_clips=cfg.val_num_clips,
-                           flip=cfg.val_flip,
-                           dtype=resolve_volume_dtype(cfg, run.device))
+                           flip=cfg.val_flip, device=run.device)
     probs, labels = predict(run.model, val_set, device=run.device,
                             batch_size=cfg.eval_batch_size or cfg.batch_size,
                             workers=cfg.workers, flip=cfg.val_flip,

@@ -32,7 +32,7 @@ from .config import ConfigError, TrainConfig
 from .confusion import save_confusion_png
 from .runtime import make_loader, resolve_device, resolve_render_device
 from .setup import (build_model, is_gcn, make_dataset, make_step_renderer, open_store,
-                    resolve_volume_dtype, store_classes)
+                    store_classes)
 
 __all__ = ["predict", "evaluate_checkpoint"]
 
@@ -145,8 +145,7 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
     if dev.type == "cuda" and cfg.channels_last and not gcn:
         model = model.to(memory_format=torch.channels_last_3d)
     dataset = make_dataset(cfg, store, names, gcn=gcn, train=False, render_device=place,
-                           num_clips=num_clips, flip=flip,
-                           dtype=resolve_volume_dtype(cfg, dev))
+                           num_clips=num_clips, flip=flip, device=dev)
     renderer = make_step_renderer(cfg, store.layout, train=False) if place == "cuda" else None
     probs, labels = predict(model, dataset, device=dev, batch_size=batch_size, workers=workers,
                             flip=flip, renderer=renderer, amp=cfg.amp,

@@ -122,10 +122,10 @@ def resolve_volume_dtype(cfg: TrainConfig, device) -> str:
 
 def make_dataset(cfg: TrainConfig, store, names, *, gcn: bool, train: bool,
                  render_device: str | None, num_clips: int = 1, flip: bool = False,
-                 dtype: str = "float32"):
+                 device=None):
     """The run's dataset: coordinates for a GCN (``render_device`` None), volumes for a 3D CNN
-    rendered in the workers (``render_device`` "cpu", in ``dtype``, see
-    :func:`resolve_volume_dtype`) or keypoints rendered in the step ("cuda"). ``flip``
+    rendered in the workers (``render_device`` "cpu", in :func:`resolve_volume_dtype` for the
+    model's ``device``, default the CPU) or keypoints rendered in the step ("cuda"). ``flip``
     (testing): the dataset mirrors every clip (skeletons, or volumes by the kernels' test-time
     flip); for keypoints the step renderer does it."""
     if gcn:
@@ -140,7 +140,8 @@ def make_dataset(cfg: TrainConfig, store, names, *, gcn: bool, train: bool,
                        render_device=render_device, num_clips=num_clips,
                        max_persons=cfg.max_persons,
                        sigma=cfg.sigma, seed=cfg.seed, area_range=cfg.area_range,
-                       flip=flip and not train, volume_dtype=dtype)
+                       flip=flip and not train,
+                       volume_dtype=resolve_volume_dtype(cfg, device or "cpu"))
 
 
 def make_step_renderer(cfg: TrainConfig, layout, *, train: bool):
