@@ -181,6 +181,8 @@ def test_ema_run_resumes_exactly_and_is_what_validation_and_test_use(store, tmp_
     logged = [row for row in (tmp_path / "full" / "log.csv").read_text().splitlines()
               if row.startswith("val,")][-1].split(",")[7]
     assert res["ema"] is True and f"{res['top1']:.5f}" == logged
+    assert "moving average of the weights (ema_decay 0.9)" in \
+        (tmp_path / "full" / "train.log").read_text()
     # The raw weights give other scores: the average is what was tested.
     atomic_save({**a, "ema": None}, tmp_path / "raw.pt")
     res_raw = evaluate_checkpoint(store, tmp_path / "raw.pt", split="test", num_clips=1)

@@ -309,6 +309,9 @@ def _header(run: _Run, progress: _Progress, log: RunLog, resumed_from: Path | No
             f"{run.dist.world} process(es), batch {cfg.batch_size}/process, "
             f"{run.steps_per_epoch} steps/epoch x {cfg.epochs} epochs = {run.total_steps} "
             f"steps; work dir {run.work_dir}")
+    if run.ema is not None:
+        log.msg(f"moving average of the weights (ema_decay {cfg.ema_decay}): validated, saved "
+                f"as the checkpoints' 'ema' and tested by heatvol test")
     log.msg(log.tb_note or "TensorBoard: (rank 0 only)")
     if resumed_from:
         log.msg(f"resumed from {resumed_from}: step {progress.global_step}, epoch "
