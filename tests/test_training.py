@@ -19,9 +19,7 @@ from click.testing import CliRunner
 import heatvol
 from heatvol.cli import main
 from heatvol.data import PoseDataset, ResumableSampler, StepRenderer, model_input, sample_rng
-from heatvol.training import ConfigError, TrainConfig, evaluate_checkpoint, load_checkpoint, train
-from heatvol.training.checkpoint import atomic_save
-from heatvol.training.ema import ModelEma
+from heatvol.training import TrainConfig, load_checkpoint, train
 
 from conftest import assert_same_state, make_oscillating_store
 
@@ -163,55 +161,6 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(store, tmp_path):
     assert f"{3 * epochs} of {3 * epochs} steps (end)" in res.stdout
     assert "resumed from" in (work / "train.log").read_text()
     assert_same_state(weights(tmp_path / "full" / "last.pt"), weights(work / "last.pt"))
-
-
-def test_ema_run_resumes_exactly_and_is_what_validation_and_test_use(store, tmp_path):
-    """ema_decay > 0: the moving average is saved, resumed bit-exactly, validated (the logged
-    val top-1 is the average's) and tested by `heatvol test`."""
-    train(tiny(store, tmp_path / "full", ema_decay=0.9))
-    train(tiny(store, tmp_path / "part", ema_decay=0.9, max_steps=4))
-    train(tiny(store, tmp_path / "part", ema_decay=0.9, resume="auto"))
-    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("full", "part"))
-    assert_same_state(a["ema"], b["ema"])
-    assert_same_state(a["model"], b["model"])
-    assert any(not torch.equal(a["ema"][k], a["model"][k]) for k in a["model"]
-               if a["model"][k].is_floating_point())
-    last = tmp_path / "full" / "last.pt"
-    res = evaluate_checkpoint(store, last, split="test", num_clips=1)
-    logged = [row for row in (tmp_path / "full" / "log.csv").read_text().splitlines()
-              if row.startswith("val,")][-1].split(",")[7]
-    assert res["ema"] is True and f"{res['top1']:.5f}" == logged
-    assert "moving average of the weights (ema_decay 0.9)" in \
-        (tmp_path / "full" / "train.log").read_text()
-    # The raw weights give other scores: the average is what was tested.
-    atomic_save({**a, "ema": None}, tmp_path / "raw.pt")
-    res_raw = evaluate_checkpoint(store, tmp_path / "raw.pt", split="test", num_clips=1)
-    assert res_raw["ema"] is False and res_raw["scores"] != res["scores"]
-    with pytest.raises(ConfigError, match="ema_decay"):
-        train(tiny(store, tmp_path / "part", ema_decay=0.5, resume="auto", epochs=3))
-
-
-def test_model_ema_follows_the_formula():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
-    ema = ModelEma(model, decay=0.99)
-    start = {k: v.clone() for k, v in ema.state_dict().items()}
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p))
-    model.train()(torch.randn(8, 3))  # moves BatchNorm's statistics and its step count
-    ema.update(model, step=1)
-    d = min(0.99, 2 / 11)
-    assert ema.decay_at(1) == d and ema.decay_at(10**6) == 0.99
-    for k, v in model.state_dict().items():
-        if v.is_floating_point():
-            torch.testing.assert_close(ema.state_dict()[k], d * start[k] + (1 - d) * v)
-        else:
-            assert torch.equal(ema.state_dict()[k], v)  # num_batches_tracked is copied
-    assert not ema.module.training
-    assert all(not p.requires_grad for p in ema.module.parameters())
-    with pytest.raises(ValueError, match="decay"):
-        ModelEma(model, decay=1.0)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -458,8 +407,7 @@ def test_impossible_settings_fail_before_anything_is_created(store, tmp_path):
              (["--epochs", "0"], "--epochs must be an integer >= 1"),
              (["--set", "render_device=gpu"], "--render-device must be one of auto, cpu, cuda"),
              (["--set", "volume_dtype=int8"],
-              "volume_dtype must be one of auto, float32, float16, uint8"),
-             (["--set", "ema_decay=1"], "--set ema_decay must be a number in [0, 1)")]
+              "volume_dtype must be one of auto, float32, float16, uint8")]
     for args, message in cases:
         res = runner.invoke(main, ["train", str(store), "--preset", "tiny", "--work-dir",
                                    str(work), *args])

@@ -196,8 +196,7 @@ def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, rend
         return
     click.echo(f"{res['checkpoint']} on {res['poses']} ({res['split'] or 'all'}, "
                f"{res['num_samples']} sequences, {res['num_clips']} clip(s)"
-               f"{' + flip' if res['flip'] else ''}"
-               f"{', moving-average weights' if res['ema'] else ''}):")
+               f"{' + flip' if res['flip'] else ''}):")
     click.echo(f"  top-1 {res['top1']:.2%}   top-5 {res['top5']:.2%}   mean-class "
                f"{res['mean_class']:.2%}")
     width = max((len(c) for c in res["per_class"]), default=5)

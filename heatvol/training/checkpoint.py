@@ -2,9 +2,8 @@
 (torch, CUDA, NumPy, Python) a resumed run restores.
 
 A checkpoint (``torch.save`` of a dict, :data:`CHECKPOINT_VERSION` 2) holds ``version config
-model ema optimizer scheduler sampler step epoch best rng world_size classes layout
-total_steps steps_per_epoch checksum``; ``ema`` is the state dict of the weights' moving average
-(None unless ``ema_decay`` > 0); ``rng`` is one :func:`rng_state` dict per rank. ``checksum`` is the
+model optimizer scheduler sampler step epoch best rng world_size classes layout total_steps
+steps_per_epoch checksum``; ``rng`` is one :func:`rng_state` dict per rank. ``checksum`` is the
 SHA-256 of everything else (:func:`state_checksum`): torch.load reads a file with flipped bytes
 in a tensor without complaint, so :func:`load_checkpoint` recomputes it and refuses a mismatch
 (version-1 files, written before checksums, load unchecked).

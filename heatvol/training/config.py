@@ -38,8 +38,7 @@ _FLAGS = {"size": "--size", "test_size": "--set test_size", "clip_len": "--clip-
           "mode": "--limb/--joint", "max_persons": "--set max_persons",
           "sigma": "--set sigma", "val_every": "--set val_every",
           "val_num_clips": "--set val_num_clips", "log_every": "--set log_every",
-          "keep_epochs": "--set keep_epochs", "eval_batch_size": "--set eval_batch_size",
-          "ema_decay": "--set ema_decay"}
+          "keep_epochs": "--set keep_epochs", "eval_batch_size": "--set eval_batch_size"}
 
 
 def upgrade_settings(data: dict) -> tuple[dict, list[tuple[str, str]]]:
@@ -100,9 +99,6 @@ class TrainConfig:
     warmup_start: float = 0.1             # warm-up starts at lr * warmup_start
     min_lr: float = 0.0
     label_smoothing: float = 0.0
-    ema_decay: float = 0.0                # > 0: keep a moving average of the weights
-                                          # (heatvol.training.ema) and validate, save and
-                                          # test it; 0: off
     # execution
     render_device: str = "auto"           # where volumes are rendered: cpu (DataLoader
                                           # workers) | cuda (inside the step) | auto
@@ -168,11 +164,6 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{_FLAGS[name]} must be a positive number; got {value!r}")
 
-        ema = self.ema_decay
-        if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
-            raise ConfigError(f"{_FLAGS['ema_decay']} must be a number in [0, 1) (0: off); got "
-                              f"{ema!r}")
-
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         """A config from settings (a preset, ``--set``, a checkpoint); the renamed settings of
@@ -206,7 +197,7 @@ class TrainConfig:
 #: Settings a resumed run must share with the checkpoint it continues (the data order, the
 #: model's shape or the batches would differ otherwise).
 RESUME_MUST_MATCH = ("model", "mode", "modality", "align", "clip_len", "size", "batch_size",
-                     "seed", "max_persons", "train_split", "sigma", "ema_decay")
+                     "seed", "max_persons", "train_split", "sigma")
 
 
 def resume_conflicts(saved: dict, cfg: TrainConfig) -> list[str]:

@@ -16,9 +16,6 @@ What :func:`train` does (details in ``docs/training.md``):
   (:class:`heatvol.training.WarmupCosine`), weight decay, gradient-norm clipping; on CUDA bf16
   autocast and channels-last-3d (3D CNNs); DualHead-Net's loss averages the cross-entropy of
   its two heads;
-- ``ema_decay`` > 0: a moving average of the weights (:class:`heatvol.training.ema.ModelEma`)
-  is updated after every step, validated, saved beside the weights and tested by
-  ``heatvol test``;
 - checkpoints (rank 0): ``epoch_NNN.pt`` after every epoch (the newest ``keep_epochs`` kept),
   ``best.pt`` on the best validation top-1, ``last.pt`` after every epoch and whenever the run
   stops (end, ``max_steps``, Ctrl-C / SIGTERM);
@@ -59,7 +56,6 @@ from .log import RunLog
 from .predict import predict
 from .runtime import (Distributed, StepAborted, StopSignal, make_loader, resolve_device,
                       resolve_render_device)
-from .ema import ModelEma
 from .schedule import WarmupCosine
 from .setup import (build_model, check_inputs, check_store, is_gcn, make_dataset,
                     make_step_renderer, open_store, run_names, store_classes)
@@ -100,7 +96,6 @@ class _Run:
     test_renderer: object        # ... at the test size
     model: torch.nn.Module
     net: torch.nn.Module         # model, or its DDP wrapper
-    ema: ModelEma | None         # the weights' moving average (ema_decay > 0), else None
     optimizer: torch.optim.Optimizer
     scheduler: WarmupCosine
     channels_last: bool
@@ -219,7 +214,6 @@ def _prepare(cfg: TrainConfig) -> _Run:
     channels_last = device.type == "cuda" and cfg.channels_last and not gcn
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
-    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     net = dist.wrap(model, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
@@ -235,7 +229,7 @@ def _prepare(cfg: TrainConfig) -> _Run:
                 store=store, classes=classes, train_names=train_names, val_split=val_split,
                 val_names=val_names, train_set=train_set, sampler=sampler,
                 steps_per_epoch=steps_per_epoch, total_steps=total_steps, renderer=renderer,
-                test_renderer=test_renderer, model=model, net=net, ema=ema, optimizer=optimizer,
+                test_renderer=test_renderer, model=model, net=net, optimizer=optimizer,
                 scheduler=scheduler, channels_last=channels_last)
 
 
@@ -252,8 +246,6 @@ def _resume(run: _Run, progress: _Progress) -> Path:
         raise ConfigError(f"{path}: saved by {ckpt.get('world_size', 1)} process(es); resume "
                           f"with the same number (this run has {run.dist.world})")
     run.model.load_state_dict(ckpt["model"])
-    if run.ema is not None:
-        run.ema.load_state_dict(ckpt["ema"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     run.sampler.load_state_dict(ckpt["sampler"])
@@ -271,8 +263,7 @@ def _save(run: _Run, progress: _Progress, name: str, *, extra: list[str] = ()) -
     if not run.rank0:
         return None
     state = {"version": CHECKPOINT_VERSION, "config": run.cfg.to_dict(), "model":
-             run.model.state_dict(), "ema": None if run.ema is None else run.ema.state_dict(),
-             "optimizer": run.optimizer.state_dict(),
+             run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
              "scheduler": run.scheduler.state_dict(), "sampler": run.sampler.state_dict(),
              "step": progress.global_step, "epoch": run.sampler.epoch, "best": progress.best,
              "rng": rngs, "world_size": run.dist.world, "classes": run.classes,
@@ -309,9 +300,6 @@ def _header(run: _Run, progress: _Progress, log: RunLog, resumed_from: Path | No
             f"{run.dist.world} process(es), batch {cfg.batch_size}/process, "
             f"{run.steps_per_epoch} steps/epoch x {cfg.epochs} epochs = {run.total_steps} "
             f"steps; work dir {run.work_dir}")
-    if run.ema is not None:
-        log.msg(f"moving average of the weights (ema_decay {cfg.ema_decay}): validated, saved "
-                f"as the checkpoints' 'ema' and tested by heatvol test")
     log.msg(log.tb_note or "TensorBoard: (rank 0 only)")
     if resumed_from:
         log.msg(f"resumed from {resumed_from}: step {progress.global_step}, epoch "
@@ -341,8 +329,6 @@ def _commit(run: _Run, progress: _Progress) -> None:
     run.scheduler.step()
     run.sampler.advance(run.cfg.batch_size)
     progress.global_step += 1
-    if run.ema is not None:
-        run.ema.update(run.model, progress.global_step)
 
 
 def _buffers(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -451,7 +437,7 @@ def _train_epoch(run: _Run, progress: _Progress, meter: _Meter, stop: StopSignal
 
 def _validate(run: _Run, epoch: int) -> dict | None:
     """Metrics of the validation split after ``epoch`` (rank 0, every ``val_every`` epochs and
-    after the last), else None; of the weights' moving average when the run keeps one."""
+    after the last), else None."""
     cfg = run.cfg
     if not (_validates(run) and (epoch % cfg.val_every == 0 or epoch == cfg.epochs)
             and run.rank0):
@@ -459,8 +445,7 @@ def _validate(run: _Run, epoch: int) -> dict | None:
     val_set = make_dataset(cfg, run.store, run.val_names, gcn=run.gcn, train=False,
                            render_device=run.render_device, num_clips=cfg.val_num_clips,
                            flip=cfg.val_flip, device=run.device)
-    model = run.model if run.ema is None else run.ema.module
-    probs, labels = predict(model, val_set, device=run.device,
+    probs, labels = predict(run.model, val_set, device=run.device,
                             batch_size=cfg.eval_batch_size or cfg.batch_size,
                             workers=cfg.workers, flip=cfg.val_flip,
                             renderer=run.test_renderer, amp=cfg.amp,

@@ -118,9 +118,7 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
     its former name). ``volume_dtype``: what the CPU-rendered volumes reach the model in
     (default: the run's ``volume_dtype`` setting). Returns
     :func:`heatvol.metrics.compute_metrics`'s dict plus the
-    settings, ``confusion_png`` (written beside the checkpoint unless a path is given) and
-    ``ema``: whether the weights tested are the moving average of a run with ``ema_decay`` > 0
-    (which it validated; such a checkpoint always tests that)."""
+    settings and ``confusion_png`` (written beside the checkpoint unless a path is given)."""
     if render is not None:  # the former name, kept for one release
         warnings.warn("evaluate_checkpoint(render=...) is deprecated; use render_device= "
                       "('gpu' is now 'cuda')", DeprecationWarning, stacklevel=2)
@@ -142,9 +140,7 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
     gcn = is_gcn(cfg.model)
     place = None if gcn else resolve_render_device(render_device, dev)
     model = build_model(cfg, layout=store.layout, num_classes=len(classes))
-    # A run that kept a moving average of its weights validated that one: test it too.
-    ema = ckpt.get("ema") is not None
-    model.load_state_dict(ckpt["ema" if ema else "model"])
+    model.load_state_dict(ckpt["model"])
     model.to(dev)
     if dev.type == "cuda" and cfg.channels_last and not gcn:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -167,6 +163,5 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
                 "modality": cfg.modality if gcn else None, "clip_len": cfg.clip_len,
                 "size": list(cfg.test_size or cfg.size), "step": ckpt.get("step"),
                 "render_device": place, "device": str(dev), "confusion_png": str(confusion_png),
-                "ema": ema,
                 "names": list(names), "labels": labels.tolist(), "scores": probs.tolist()})
     return res
