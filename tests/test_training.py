@@ -184,8 +184,16 @@ def test_heatvol_test_json(store, tmp_path):
     assert 0 <= out["top1"] <= out["top5"] <= 1 and out["top5"] == 1.0  # 3 classes
     assert np.array(out["confusion"]).sum() == 6
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out["size"] == [16, 16]  # the run's size (it has no test_size)
     human = CliRunner().invoke(main, ["test", str(store), "-c", str(ckpt), "--num-clips", "1"])
     assert human.exit_code == 0 and "top-1" in human.output and "c2" in human.output
+    assert "1 clip(s) at 16x16)" in human.output
+    other = CliRunner().invoke(main, ["test", str(store), "-c", str(ckpt), "--num-clips", "1",
+                                      "--size", "20", "12", "--json"])
+    assert other.exit_code == 0, other.output
+    assert json.loads(other.output)["size"] == [20, 12]
+    bad = CliRunner().invoke(main, ["test", str(store), "-c", str(ckpt), "--size", "0"])
+    assert bad.exit_code != 0 and "--size must be positive" in bad.output
 
 
 def test_metrics():

@@ -141,6 +141,9 @@ def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, 
 @click.option("--num-clips", default=10, show_default=True, help="Clips per sequence "
               "(deterministic uniform sampling); softmax averaged.")
 @click.option("--flip", is_flag=True, help="Also average over the horizontally flipped volumes.")
+@click.option("--size", cls=SizeOption, default=None,
+              help="Test heatmap size: H [W] (one number: square) [default: the run's "
+              "test_size, else its training size].")
 @click.option("--batch-size", default=4, show_default=True, help="Sequences per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--render-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -156,7 +159,7 @@ def train_cmd(poses, preset, model, work_dir, epochs, batch_size, lr, clip_len, 
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Also write the JSON results to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, render_device,
+def test_cmd(poses, checkpoint, split, num_clips, flip, size, batch_size, device, render_device,
              old_render, workers, confusion, as_json, out, quiet):
     """Evaluate a checkpoint: top-1, top-5, mean-class and per-class accuracy.
 
@@ -181,7 +184,7 @@ def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, rend
         fail(f"{poses}: no such pose store")
     try:
         res = evaluate_checkpoint(poses, checkpoint, split=split, num_clips=num_clips, flip=flip,
-                                  batch_size=batch_size, device=device,
+                                  size=size, batch_size=batch_size, device=device,
                                   render_device=render_device, workers=workers,
                                   confusion_png=confusion, progress=not quiet and not as_json)
     except (ConfigError, StoreError, ValueError, RuntimeError) as exc:
@@ -196,6 +199,7 @@ def test_cmd(poses, checkpoint, split, num_clips, flip, batch_size, device, rend
         return
     click.echo(f"{res['checkpoint']} on {res['poses']} ({res['split'] or 'all'}, "
                f"{res['num_samples']} sequences, {res['num_clips']} clip(s)"
+               f" at {'x'.join(map(str, res['size']))}"
                f"{' + flip' if res['flip'] else ''}):")
     click.echo(f"  top-1 {res['top1']:.2%}   top-5 {res['top5']:.2%}   mean-class "
                f"{res['mean_class']:.2%}")

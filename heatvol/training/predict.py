@@ -111,12 +111,13 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
                         flip: bool = False, batch_size: int = 4, device: str = "auto",
                         render_device: str = "auto", workers: int = 0, confusion_png=None,
                         progress: bool = False, render: str | None = None,
-                        volume_dtype: str | None = None) -> dict:
+                        volume_dtype: str | None = None, size=None) -> dict:
     """Evaluate ``checkpoint`` on ``split`` of the store ``poses`` (default split: the run's
     validation split, else "test"). ``device``: the torch device; ``render_device``: where
     the test volumes are rendered (auto | cpu | cuda; ``render=`` with cpu | gpu | auto is
     its former name). ``volume_dtype``: what the CPU-rendered volumes reach the model in
-    (default: the run's ``volume_dtype`` setting). Returns
+    (default: the run's ``volume_dtype`` setting). ``size``: the test volumes' (H, W) or one
+    int (default: the run's ``test_size``, else its ``size``). Returns
     :func:`heatvol.metrics.compute_metrics`'s dict plus the
     settings and ``confusion_png`` (written beside the checkpoint unless a path is given)."""
     if render is not None:  # the former name, kept for one release
@@ -127,7 +128,9 @@ def evaluate_checkpoint(poses, checkpoint, *, split: str | None = None, num_clip
     cfg = TrainConfig.from_checkpoint_dict(ckpt["config"])
     if volume_dtype is not None:
         cfg.volume_dtype = volume_dtype
-        cfg.check()
+    if size is not None:
+        cfg.test_size = size
+    cfg.check()
     store = open_store(poses)
     if store.layout.name != ckpt["layout"]:
         raise ConfigError(f"{poses}: layout {store.layout.name!r}, the checkpoint was trained on "
