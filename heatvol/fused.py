@@ -39,9 +39,14 @@ FUSED_COORD_LIMIT = 1e30
 
 
 @njit(cache=True)
+def _is_finite(x, y):
+    return math.isfinite(x) and math.isfinite(y)
+
+
+@njit(cache=True)
 def _is_valid(x, y, score):
     """A joint takes part: score > 0 (NaN fails) and both coordinates finite."""
-    return score > 0 and math.isfinite(x) and math.isfinite(y)
+    return score > 0 and _is_finite(x, y)
 
 
 @njit(cache=True)
@@ -64,7 +69,7 @@ def _map_point(x, y, steps):
     valid float32 point, rounding to float32 after each step as the composable transforms do;
     a point that overflowed at an earlier step stays as it is (it is no longer valid)."""
     for i in range(steps.shape[0]):
-        if not _is_valid(x, y, 1.0):
+        if not _is_finite(x, y):
             break
         x, y = (np.float32(np.float64(x) * steps[i, 0] + steps[i, 2]),
                 np.float32(np.float64(y) * steps[i, 1] + steps[i, 3]))
@@ -109,7 +114,7 @@ def _mapped_extent(keypoints, scores, frames, steps):
                 if not _is_valid(x, y, scores[m, f, j]):
                     continue
                 x, y = _map_point(x, y, steps)
-                if not _is_valid(x, y, 1.0):  # overflowed to inf on the way
+                if not _is_finite(x, y):  # overflowed to inf on the way
                     continue
                 xd, yd = np.float64(x), np.float64(y)
                 if count == 0:
